@@ -1,0 +1,302 @@
+"""Build a manifest: for each stage, reuse its object from the store or run it in a sandbox and commit it.
+
+Reading `Builder.build()` tells the whole story: fetch sources, then for every
+pipeline in build order and every stage in it, take the object from the store
+or build it, then export what was asked for.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from typing import Any
+
+import osbuild
+from osbuild import sandbox
+from osbuild.errors import BuildError, UserError
+from osbuild.monitor import Monitor
+from osbuild.mounts import mount_overlay, umount
+from osbuild.objectstore import LAYER, OUTPUT, ObjectStore, Workspace, remove_tree
+from osbuild.pipeline import Manifest, Pipeline, Stage
+
+TREE = "/run/osbuild/tree"
+OUTPUT_DIR = "/run/osbuild/output"
+API_DIR = "/run/osbuild/api"
+META_FILE = "/run/osbuild/meta"
+SOURCES_DIR = "/run/osbuild/sources"
+
+
+@dataclass
+class StageResult:
+    """What happened to one stage: built or taken from the store, and what it left."""
+
+    pipeline: str
+    type: str
+    id: str
+    status: str                     # "built" or "cached"
+    duration: float
+    metadata: dict[str, Any] = field(default_factory=dict)
+    changes: dict[str, Any] | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {"type": self.type, "id": self.id, "status": self.status,
+                "duration": round(self.duration, 3), "metadata": self.metadata, "changes": self.changes}
+
+
+@dataclass
+class StageFailure:
+    pipeline: str
+    type: str
+    id: str
+    returncode: int
+    output: list[str]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"pipeline": self.pipeline, "type": self.type, "id": self.id,
+                "returncode": self.returncode, "output": "\n".join(self.output)}
+
+
+@dataclass
+class BuildResult:
+    success: bool = True
+    stages: list[StageResult] = field(default_factory=list)
+    failure: StageFailure | None = None
+    exports: dict[str, str] = field(default_factory=dict)
+
+
+class StageFailed(BuildError):
+    def __init__(self, failure: StageFailure) -> None:
+        super().__init__(f"stage {failure.type} in pipeline {failure.pipeline} (id {failure.id}) "
+                         f"failed with exit status {failure.returncode}")
+        self.failure = failure
+
+
+def pipelines_needed(manifest: Manifest, targets: Collection[Pipeline]) -> list[Pipeline]:
+    """The targets and everything they depend on, in build order."""
+    needed: set[int] = set()
+    todo = list(targets)
+    while todo:
+        pipeline = todo.pop()
+        if id(pipeline) in needed:
+            continue
+        needed.add(id(pipeline))
+        if pipeline.build is not None:
+            todo.append(pipeline.build)
+        for stage in pipeline.stages:
+            todo.extend(stage.inputs.values())
+    return [p for p in manifest.pipelines if id(p) in needed]
+
+
+class Builder:
+    """Runs a manifest's pipelines against a store, reporting to a monitor."""
+
+    def __init__(self, manifest: Manifest, store: ObjectStore, libdir: str, monitor: Monitor) -> None:
+        self.manifest = manifest
+        self.store = store
+        self.libdir = libdir
+        self.monitor = monitor
+        self.workspace: Workspace = store.workspace
+        self.result = BuildResult()
+        self._build_roots: dict[str, str] = {}
+        self._library = os.path.dirname(os.path.abspath(osbuild.__file__))
+
+    # -- the story -------------------------------------------------------------------
+
+    def build(self, targets: Collection[Pipeline], exports: Collection[Pipeline] = (),
+              output_directory: str | None = None, checkpoints: Collection[str] = ()) -> BuildResult:
+        pipelines = pipelines_needed(self.manifest, targets)
+        total = sum(len(p.stages) for p in pipelines)
+        self.monitor.begin(total)
+        index = 0
+        try:
+            for pipeline in pipelines:
+                for stage in pipeline.stages:
+                    index += 1
+                    self._stage(index, pipeline, stage)
+            if output_directory is not None:
+                for pipeline in exports:
+                    self.result.exports[pipeline.name] = self.export(pipeline, output_directory)
+        except StageFailed as e:
+            self.result.success = False
+            self.result.failure = e.failure
+        finally:
+            self.store.evict(protect=checkpoints)
+        return self.result
+
+    def _stage(self, index: int, pipeline: Pipeline, stage: Stage) -> None:
+        """Take the stage's object from the store, or build and commit it."""
+        start = time.monotonic()
+        base = self._base(pipeline, stage)
+        status = "cached"
+        if not (self.store.has(stage.id) and self.store.hold(stage.id)):
+            with self.store.building(stage.id) as claim:
+                if claim.needed:
+                    self.monitor.stage_start(index, pipeline.name, stage.name, stage.id)
+                    self._run(pipeline, stage, base)
+                    status = "built"
+        info = self.store.info(stage.id)
+        result = StageResult(pipeline.name, stage.name, stage.id, status, time.monotonic() - start,
+                             info.metadata, info.changes)
+        self.result.stages.append(result)
+        self.monitor.stage_end(index, pipeline.name, stage.name, stage.id, status, result.duration,
+                               info.changes if status == "built" else None)
+        if status == "built":
+            self.store.evict()
+
+    @staticmethod
+    def _base(pipeline: Pipeline, stage: Stage) -> str | None:
+        """The object a stage's tree starts from: the previous stage's, or none."""
+        position = pipeline.stages.index(stage)
+        if stage.kind == "assembler" or position == 0:
+            return None
+        return pipeline.stages[position - 1].id
+
+    # -- one stage in a sandbox ------------------------------------------------------
+
+    def _run(self, pipeline: Pipeline, stage: Stage, base: str | None) -> None:
+        work = self._scratch(stage.id)
+        tree = os.path.join(work, "tree")
+        os.mkdir(tree)
+        api = os.path.join(work, "api")
+        os.mkdir(api)
+        meta_file = os.path.join(work, "meta.json")
+        open(meta_file, "w").close()
+        arguments: dict[str, Any] = {
+            "tree": TREE,
+            "options": stage.options,
+            "meta": {"id": stage.id, "source-epoch": pipeline.source_epoch},
+        }
+        binds = [sandbox.Bind(api, API_DIR), sandbox.Bind(meta_file, META_FILE, readonly=False),
+                 sandbox.Bind(self.store.sources_dir, SOURCES_DIR)]
+        if stage.kind == "assembler":
+            result_dir = os.path.join(work, "output")
+            os.mkdir(result_dir)
+            self._mount_readonly(stage.inputs["tree"].id, tree)
+            binds += [sandbox.Bind(tree, TREE), sandbox.Bind(result_dir, OUTPUT_DIR, readonly=False)]
+            arguments["output_dir"] = OUTPUT_DIR
+        else:
+            result_dir = os.path.join(work, "upper")
+            self._mount_writable(base, result_dir, os.path.join(work, "work"), tree)
+            binds.append(sandbox.Bind(tree, TREE, readonly=False))
+        with open(os.path.join(api, "arguments"), "w", encoding="utf-8") as f:
+            json.dump(arguments, f)
+        env = {}
+        if pipeline.source_epoch is not None:
+            env["SOURCE_DATE_EPOCH"] = str(pipeline.source_epoch)
+        config = sandbox.SandboxConfig(
+            root=self._build_root(pipeline), runner=pipeline.runner.path, program=stage.info.path,
+            binds=binds, env=env, network=stage.info.network, capabilities=stage.info.capabilities,
+            library=self._library,
+        )
+        try:
+            outcome = sandbox.run(config, json.dumps(arguments).encode(), self.monitor.stage_output)
+        finally:
+            umount(tree)
+        if outcome.returncode != 0:
+            failure = StageFailure(pipeline.name, stage.name, stage.id, outcome.returncode, outcome.tail)
+            self.monitor.stage_failed(pipeline.name, stage.name, stage.id, outcome.returncode, outcome.tail)
+            remove_tree(work)
+            raise StageFailed(failure)
+        metadata = self._read_metadata(meta_file, stage)
+        self.store.commit(result_dir, stage.id, kind=OUTPUT if stage.kind == "assembler" else LAYER,
+                          parent=base, type=stage.name, metadata=metadata)
+        remove_tree(work)
+
+    def _scratch(self, name: str) -> str:
+        path = os.path.join(self.workspace.path, "stage-" + name[:16])
+        remove_tree(path)
+        os.mkdir(path)
+        return path
+
+    @staticmethod
+    def _read_metadata(path: str, stage: Stage) -> dict[str, Any]:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        if not text.strip():
+            return {}
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise BuildError(f"stage {stage.name} (id {stage.id}) wrote invalid metadata: {e}") from e
+        if not isinstance(data, dict):
+            raise BuildError(f"stage {stage.name} (id {stage.id}) wrote metadata that is not a JSON object")
+        return data
+
+    # -- trees as mounts -------------------------------------------------------------
+
+    def _empty_dir(self) -> str:
+        path = os.path.join(self.workspace.path, "empty")
+        os.makedirs(path, mode=0o755, exist_ok=True)
+        return path
+
+    def _mount_writable(self, base: str | None, upper: str, work: str, target: str) -> None:
+        """Mount the tree of `base` with a fresh upper layer that records every change."""
+        lowers = self.store.layers(base) if base else [self._empty_dir()]
+        os.mkdir(upper)
+        os.mkdir(work)
+        # The merged root takes its attributes from the upper dir: start it as the tree's root is.
+        st = os.stat(lowers[0])
+        os.chown(upper, st.st_uid, st.st_gid)
+        os.chmod(upper, st.st_mode & 0o7777)
+        mount_overlay(target, lowers, upper, work)
+
+    def _mount_readonly(self, object_id: str | None, target: str) -> None:
+        """Mount an object's complete tree read-only on target (an empty tree for None)."""
+        if object_id is None:
+            lowers = [self._empty_dir()]
+        elif self.store.info(object_id).kind == OUTPUT:
+            lowers = [self.store.tree_path(object_id)]
+        else:
+            lowers = self.store.layers(object_id)
+        if len(lowers) < 2:
+            lowers.append(self._empty_dir())
+        mount_overlay(target, lowers)
+
+    def _build_root(self, pipeline: Pipeline) -> str:
+        """The root whose tools run the pipeline's stages: the build pipeline's tree, or the host."""
+        if pipeline.build is None:
+            return "/"
+        object_id = pipeline.build.id
+        key = object_id or "empty"
+        if key not in self._build_roots:
+            path = os.path.join(self.workspace.path, "buildroot-" + key[:16])
+            os.mkdir(path)
+            self._mount_readonly(object_id, path)
+            sandbox.check_build_root(path, f"the build root of pipeline {pipeline.name} (pipeline {pipeline.build.name})")
+            self._build_roots[key] = path
+        return self._build_roots[key]
+
+    # -- results ---------------------------------------------------------------------
+
+    def export(self, pipeline: Pipeline, output_directory: str) -> str:
+        """Copy a pipeline's result (its tree, or its output files) to OUTPUT/NAME, replacing what was there."""
+        destination = os.path.join(output_directory, pipeline.name)
+        try:
+            os.makedirs(output_directory, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"output directory {output_directory}: {e.strerror}") from e
+        staging = os.path.join(output_directory, f".{pipeline.name}.tmp-{os.getpid()}")
+        remove_tree(staging)
+        source = self.store.tree_path(pipeline.id) if pipeline.id and pipeline.produces_output else None
+        mounted = None
+        if source is None:
+            mounted = os.path.join(self.workspace.path, "export-" + pipeline.name)
+            os.makedirs(mounted, exist_ok=True)
+            self._mount_readonly(pipeline.id, mounted)
+            source = mounted
+        try:
+            os.mkdir(staging)
+            subprocess.run(["cp", "-a", "--reflink=auto", source + "/.", staging], check=True)
+        finally:
+            if mounted:
+                umount(mounted)
+        old = destination + f".old-{os.getpid()}"
+        if os.path.lexists(destination):
+            os.rename(destination, old)
+        os.rename(staging, destination)
+        remove_tree(old)
+        return destination

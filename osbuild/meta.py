@@ -1,0 +1,169 @@
+"""Modules in the library directory: find them, read their meta files, validate options.
+
+A module is an executable `DIR/NAME` with a sidecar `DIR/NAME.meta.json`, where
+DIR is `stages`, `assemblers`, `sources` or `runners`. The meta file is the
+module's contract: a summary, a description, the JSON Schema of its options, and
+what it needs from the sandbox (network, capabilities).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import jsonschema
+
+from osbuild.errors import UserError
+
+KIND_DIRS = {
+    "stage": "stages",
+    "assembler": "assemblers",
+    "source": "sources",
+    "runner": "runners",
+}
+
+# Capabilities a stage may ask for beyond the sandbox's default set.
+GRANTABLE_CAPABILITIES = ("CAP_SYS_ADMIN", "CAP_MKNOD", "CAP_MAC_ADMIN", "CAP_NET_ADMIN", "CAP_SYS_PTRACE")
+
+META_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["summary", "description"],
+    "additionalProperties": False,
+    "properties": {
+        "summary": {"type": "string", "minLength": 1},
+        "description": {"type": "array", "items": {"type": "string"}},
+        "network": {"type": "boolean"},
+        "capabilities": {"type": "array", "items": {"enum": list(GRANTABLE_CAPABILITIES)}},
+        "schema": {"type": "object"},
+    },
+}
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a manifest: where (a JSON path) and what."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path or '.'}: {self.message}"
+
+
+def json_path(parts: Iterable[Any]) -> str:
+    """Render path parts as `.stages[1].options.name`."""
+    out = ""
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}"
+    return out
+
+
+def schema_problems(instance: Any, schema: dict[str, Any], prefix: str) -> list[Problem]:
+    """Validate instance against schema; each error becomes a Problem under prefix."""
+    cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft7Validator)
+    validator = cls(schema)
+    problems = []
+    for error in sorted(validator.iter_errors(instance), key=lambda e: list(map(str, e.absolute_path))):
+        problems.append(Problem(prefix + json_path(error.absolute_path), _message(error)))
+    return problems
+
+
+def _message(error: jsonschema.ValidationError) -> str:
+    """A short message for one schema error; oneOf/anyOf errors name the closest branch."""
+    if error.validator in ("oneOf", "anyOf") and error.context:
+        best = jsonschema.exceptions.best_match(error.context)
+        return str(best.message)
+    return str(error.message)
+
+
+@dataclass(frozen=True)
+class ModuleInfo:
+    """A module found in the library directory, with its meta file read."""
+
+    kind: str
+    name: str
+    path: str
+    meta: dict[str, Any] = field(repr=False)
+    digest: str
+
+    @property
+    def summary(self) -> str:
+        return str(self.meta.get("summary", ""))
+
+    @property
+    def network(self) -> bool:
+        return bool(self.meta.get("network", False))
+
+    @property
+    def capabilities(self) -> list[str]:
+        return list(self.meta.get("capabilities", []))
+
+    @property
+    def schema(self) -> dict[str, Any]:
+        schema = self.meta.get("schema")
+        if schema is None:
+            return {"type": "object", "additionalProperties": False}
+        return dict(schema)
+
+    def validate_options(self, options: Any, path: str) -> list[Problem]:
+        return schema_problems(options, self.schema, path)
+
+
+class Index:
+    """The modules of one library directory, loaded on first use."""
+
+    def __init__(self, libdir: str) -> None:
+        self.libdir = os.path.abspath(libdir)
+        if not os.path.isdir(os.path.join(self.libdir, "stages")):
+            raise UserError(f"library directory {libdir} has no stages/ directory (use --libdir to point at one)")
+        self._cache: dict[tuple[str, str], ModuleInfo | None] = {}
+
+    def names(self, kind: str) -> list[str]:
+        """Names of every module of a kind, sorted."""
+        directory = os.path.join(self.libdir, KIND_DIRS[kind])
+        if not os.path.isdir(directory):
+            return []
+        return sorted(
+            name for name in os.listdir(directory)
+            if not name.endswith(".meta.json") and os.path.isfile(os.path.join(directory, name))
+        )
+
+    def get(self, kind: str, name: str) -> ModuleInfo | None:
+        """The module of that kind and name, or None when there is none."""
+        key = (kind, name)
+        if key not in self._cache:
+            self._cache[key] = self._load(kind, name)
+        return self._cache[key]
+
+    def _load(self, kind: str, name: str) -> ModuleInfo | None:
+        if "/" in name or name.startswith("."):
+            return None
+        path = os.path.join(self.libdir, KIND_DIRS[kind], name)
+        if not os.path.isfile(path):
+            return None
+        meta_path = path + ".meta.json"
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            digest.update(f.read())
+        meta: dict[str, Any] = {}
+        if os.path.exists(meta_path):
+            with open(meta_path, "rb") as f:
+                raw = f.read()
+            digest.update(raw)
+            try:
+                meta = json.loads(raw)
+            except json.JSONDecodeError as e:
+                raise UserError(f"{meta_path}: invalid JSON: {e}") from e
+            problems = schema_problems(meta, META_SCHEMA, "")
+            if problems:
+                raise UserError(f"{meta_path}: {problems[0]}")
+        elif kind != "runner":
+            raise UserError(f"module {name} has no meta file {meta_path}")
+        return ModuleInfo(kind=kind, name=name, path=path, meta=meta, digest="sha256:" + digest.hexdigest())

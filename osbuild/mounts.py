@@ -1,0 +1,173 @@
+"""Mount namespace and mount primitives the engine needs on the host side.
+
+The engine enters a private mount namespace before it mounts anything, so every
+overlay it makes is invisible to the host and to other builds, and vanishes with
+the engine's last process, even after SIGKILL.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import threading
+from collections.abc import Sequence
+
+CLONE_NEWNS = 0x00020000
+MS_RDONLY = 0x1
+MS_NOSUID = 0x2
+MS_NODEV = 0x4
+MS_BIND = 0x1000
+MS_REC = 0x4000
+MS_PRIVATE = 1 << 18
+MNT_DETACH = 0x2
+
+# Syscall numbers of the new mount API are the same on every architecture.
+SYS_MOVE_MOUNT = 429
+SYS_FSOPEN = 430
+SYS_FSCONFIG = 431
+SYS_FSMOUNT = 432
+FSOPEN_CLOEXEC = 0x1
+FSCONFIG_SET_FLAG = 0
+FSCONFIG_SET_STRING = 1
+FSCONFIG_CMD_CREATE = 6
+FSMOUNT_CLOEXEC = 0x1
+MOUNT_ATTR_RDONLY = 0x1
+MOVE_MOUNT_F_EMPTY_PATH = 0x4
+AT_FDCWD = -100
+
+# The classic mount(2) data string must fit in one page.
+_CLASSIC_OPTIONS_LIMIT = 4000
+
+# Layers in the store are immutable and reused in many stacks; features that
+# write lower-layer references into an upper layer would tie a layer to one stack.
+OVERLAY_FEATURES = ("redirect_dir=off", "index=off", "metacopy=off")
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+_libc.unshare.argtypes = [ctypes.c_int]
+_libc.syscall.restype = ctypes.c_long
+
+_in_private_namespace = False
+
+
+class MountError(OSError):
+    """A mount operation failed; the message names the target and the reason."""
+
+
+def _raise(what: str, target: str) -> None:
+    err = ctypes.get_errno()
+    raise MountError(err, f"{what} {target}: {os.strerror(err)}")
+
+
+def enter_private_mount_namespace() -> None:
+    """Move this process into a new mount namespace whose mounts never propagate.
+
+    Must run before the process starts threads (unshare(CLONE_NEWNS) implies CLONE_FS).
+    """
+    global _in_private_namespace
+    if _in_private_namespace:
+        return
+    if threading.active_count() > 1:
+        raise RuntimeError("enter_private_mount_namespace() must run before any thread starts")
+    if _libc.unshare(CLONE_NEWNS) != 0:
+        _raise("unshare mount namespace for", "engine")
+    if _libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None) != 0:
+        _raise("make private", "/")
+    _in_private_namespace = True
+
+
+def bind(source: str, target: str, readonly: bool = False) -> None:
+    """Bind-mount source on target (recursively), read-only when asked."""
+    if _libc.mount(source.encode(), target.encode(), None, MS_BIND | MS_REC, None) != 0:
+        _raise("bind-mount on", target)
+    if readonly:
+        flags = MS_BIND | MS_REC | MS_RDONLY | 0x20  # MS_REMOUNT
+        if _libc.mount(b"none", target.encode(), None, flags, None) != 0:
+            _raise("remount read-only", target)
+
+
+def umount(target: str) -> None:
+    """Detach the mount at target (lazily, so open files do not keep it busy)."""
+    if _libc.umount2(target.encode(), MNT_DETACH) != 0:
+        err = ctypes.get_errno()
+        if err in (errno.EINVAL, errno.ENOENT):  # not mounted: nothing to do
+            return
+        _raise("unmount", target)
+
+
+def mount_overlay(target: str, lowers: Sequence[str], upper: str | None = None, work: str | None = None) -> None:
+    """Mount an overlay of `lowers` (top-most first) on target.
+
+    With `upper` and `work` the mount is writable and every change lands in
+    `upper`; without them it is read-only. A read-only overlay needs two lower
+    layers, so callers stack an empty directory under a single layer.
+    """
+    if (upper is None) != (work is None):
+        raise ValueError("upper and work go together")
+    if not lowers:
+        raise ValueError("an overlay needs at least one lower layer")
+    if upper is None and len(lowers) < 2:
+        raise ValueError("a read-only overlay needs at least two lower layers")
+    try:
+        _mount_overlay_fsconfig(target, lowers, upper, work)
+    except MountError as e:
+        # ENOSYS: no new mount API; EINVAL: a kernel before "lowerdir+" (6.8).
+        if e.errno not in (errno.ENOSYS, errno.EINVAL):
+            raise
+        _mount_overlay_classic(target, lowers, upper, work)
+
+
+def _mount_overlay_classic(target: str, lowers: Sequence[str], upper: str | None, work: str | None) -> None:
+    options = ["lowerdir=" + ":".join(lowers)]
+    if upper is not None:
+        options += [f"upperdir={upper}", f"workdir={work}"]
+    options += OVERLAY_FEATURES
+    data = ",".join(options)
+    if len(data) > _CLASSIC_OPTIONS_LIMIT:
+        raise MountError(errno.E2BIG,
+                         f"overlay on {target}: {len(lowers)} layers do not fit in one mount option string on this kernel")
+    flags = 0 if upper is not None else MS_RDONLY
+    if _libc.mount(b"overlay", target.encode(), b"overlay", flags, data.encode()) != 0:
+        _raise("mount overlay on", target)
+
+
+def _syscall(number: int, *args: object) -> int:
+    ret = int(_libc.syscall(ctypes.c_long(number), *args))
+    return ret
+
+
+def _mount_overlay_fsconfig(target: str, lowers: Sequence[str], upper: str | None, work: str | None) -> None:
+    fs_fd = _syscall(SYS_FSOPEN, ctypes.c_char_p(b"overlay"), ctypes.c_uint(FSOPEN_CLOEXEC))
+    if fs_fd < 0:
+        _raise("fsopen overlay for", target)
+    try:
+        def set_string(key: str, value: str) -> None:
+            if _syscall(SYS_FSCONFIG, ctypes.c_int(fs_fd), ctypes.c_uint(FSCONFIG_SET_STRING),
+                        ctypes.c_char_p(key.encode()), ctypes.c_char_p(value.encode()), ctypes.c_int(0)) < 0:
+                _raise(f"overlay option {key} for", target)
+
+        for lower in lowers:
+            set_string("lowerdir+", lower)
+        if upper is not None and work is not None:
+            set_string("upperdir", upper)
+            set_string("workdir", work)
+        for feature in OVERLAY_FEATURES:
+            key, value = feature.split("=", 1)
+            set_string(key, value)
+        if _syscall(SYS_FSCONFIG, ctypes.c_int(fs_fd), ctypes.c_uint(FSCONFIG_CMD_CREATE),
+                    None, None, ctypes.c_int(0)) < 0:
+            _raise("create overlay for", target)
+        attrs = 0 if upper is not None else MOUNT_ATTR_RDONLY
+        mnt_fd = _syscall(SYS_FSMOUNT, ctypes.c_int(fs_fd), ctypes.c_uint(FSMOUNT_CLOEXEC), ctypes.c_uint(attrs))
+        if mnt_fd < 0:
+            _raise("fsmount overlay for", target)
+        try:
+            if _syscall(SYS_MOVE_MOUNT, ctypes.c_int(mnt_fd), ctypes.c_char_p(b""), ctypes.c_int(AT_FDCWD),
+                        ctypes.c_char_p(target.encode()), ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH)) < 0:
+                _raise("move overlay mount to", target)
+        finally:
+            os.close(mnt_fd)
+    finally:
+        os.close(fs_fd)
