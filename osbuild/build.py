@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import osbuild
-from osbuild import sandbox
+from osbuild import sandbox, sources
 from osbuild.errors import BuildError, UserError
 from osbuild.monitor import Monitor
 from osbuild.mounts import mount_overlay, umount
@@ -110,9 +110,10 @@ class Builder:
               output_directory: str | None = None, checkpoints: Collection[str] = ()) -> BuildResult:
         pipelines = pipelines_needed(self.manifest, targets)
         total = sum(len(p.stages) for p in pipelines)
-        self.monitor.begin(total)
         index = 0
         try:
+            sources.fetch(self.manifest, self.store, self.monitor, self._library)
+            self.monitor.begin(total)
             for pipeline in pipelines:
                 for stage in pipeline.stages:
                     index += 1
@@ -228,8 +229,8 @@ class Builder:
 
     # -- trees as mounts -------------------------------------------------------------
 
-    def _empty_dir(self) -> str:
-        path = os.path.join(self.workspace.path, "empty")
+    def _empty_dir(self, name: str = "empty") -> str:
+        path = os.path.join(self.workspace.path, name)
         os.makedirs(path, mode=0o755, exist_ok=True)
         return path
 
@@ -242,7 +243,7 @@ class Builder:
         st = os.stat(lowers[0])
         os.chown(upper, st.st_uid, st.st_gid)
         os.chmod(upper, st.st_mode & 0o7777)
-        mount_overlay(target, lowers, upper, work)
+        mount_overlay(target, lowers, upper, work, volatile=True)
 
     def _mount_readonly(self, object_id: str | None, target: str) -> None:
         """Mount an object's complete tree read-only on target (an empty tree for None)."""
@@ -253,7 +254,7 @@ class Builder:
         else:
             lowers = self.store.layers(object_id)
         if len(lowers) < 2:
-            lowers.append(self._empty_dir())
+            lowers.append(self._empty_dir("empty-bottom"))
         mount_overlay(target, lowers)
 
     def _build_root(self, pipeline: Pipeline) -> str:

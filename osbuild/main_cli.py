@@ -213,7 +213,7 @@ def run(args: argparse.Namespace) -> int:
     mounts.enter_private_mount_namespace()
     with ObjectStore(args.store, max_size=args.cache_max_size) as store:
         builder = Builder(manifest, store, index.libdir, monitor)
-        result = builder.build(manifest.pipelines, exports, args.output_directory, checkpoints)
+        result = builder.build(exports or manifest.pipelines, exports, args.output_directory, checkpoints)
     if args.json:
         json.dump(result_json(fmt, manifest, result), sys.stdout, indent=2)
         sys.stdout.write("\n")

@@ -11,7 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,10 +66,51 @@ def json_path(parts: Iterable[Any]) -> str:
     return out
 
 
+MESSAGE_LIMIT = 200
+
+
+def ecma_pattern(pattern: str) -> str:
+    """A Python regex that gives `pattern` JSON Schema's (ECMA 262) meaning of `$`.
+
+    Python's `$` also matches before a final newline, so "box\n" would pass "^[a-z]+$";
+    every `$` outside a character class becomes `$(?!\n)`, which matches only at the end.
+    """
+    out = []
+    in_class = escaped = False
+    for char in pattern:
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == "[" and not in_class:
+            in_class = True
+        elif char == "]" and in_class:
+            in_class = False
+        elif char == "$" and not in_class:
+            out.append("$(?!\n)")
+            continue
+        out.append(char)
+    return "".join(out)
+
+
+def _pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Any:
+    if isinstance(instance, str) and not re.search(ecma_pattern(pattern), instance):
+        yield jsonschema.ValidationError(f"{_short(instance)} does not match {pattern!r}")
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _validator_class(schema: dict[str, Any]) -> Any:
+    cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft7Validator)
+    return jsonschema.validators.extend(cls, {"pattern": _pattern})
+
+
 def schema_problems(instance: Any, schema: dict[str, Any], prefix: str) -> list[Problem]:
     """Validate instance against schema; each error becomes a Problem under prefix."""
-    cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft7Validator)
-    validator = cls(schema)
+    validator = _validator_class(schema)(schema)
     problems = []
     for error in sorted(validator.iter_errors(instance), key=lambda e: list(map(str, e.absolute_path))):
         problems.append(Problem(prefix + json_path(error.absolute_path), _message(error)))
@@ -78,9 +120,36 @@ def schema_problems(instance: Any, schema: dict[str, Any], prefix: str) -> list[
 def _message(error: jsonschema.ValidationError) -> str:
     """A short message for one schema error; oneOf/anyOf errors name the closest branch."""
     if error.validator in ("oneOf", "anyOf") and error.context:
-        best = jsonschema.exceptions.best_match(error.context)
-        return str(best.message)
-    return str(error.message)
+        error = jsonschema.exceptions.best_match(error.context)
+    message = str(error.message)
+    return message if len(message) <= MESSAGE_LIMIT else message[: MESSAGE_LIMIT - 3] + "..."
+
+
+def _check_options_schema(schema: dict[str, Any], meta_path: str) -> None:
+    """Refuse a module whose options schema is not a valid JSON Schema, naming where it is wrong."""
+    cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft7Validator)
+    try:
+        cls.check_schema(schema)
+        # Older jsonschema releases do not check that patterns are regular expressions.
+        for pattern in _patterns(schema):
+            re.compile(pattern)
+    except jsonschema.SchemaError as e:
+        raise UserError(f"{meta_path}: invalid options schema at .schema{json_path(e.absolute_path)}: {e.message}") from e
+    except re.error as e:
+        raise UserError(f"{meta_path}: invalid options schema: pattern {e.pattern!r}: {e}") from e
+
+
+def _patterns(schema: Any) -> Iterator[str]:
+    """Every `pattern` string in a schema, at any depth."""
+    if isinstance(schema, dict):
+        for key, value in schema.items():
+            if key == "pattern" and isinstance(value, str):
+                yield value
+            else:
+                yield from _patterns(value)
+    elif isinstance(schema, list):
+        for item in schema:
+            yield from _patterns(item)
 
 
 @dataclass(frozen=True)
@@ -143,7 +212,7 @@ class Index:
         return self._cache[key]
 
     def _load(self, kind: str, name: str) -> ModuleInfo | None:
-        if "/" in name or name.startswith("."):
+        if "/" in name or "\0" in name or name.startswith("."):
             return None
         path = os.path.join(self.libdir, KIND_DIRS[kind], name)
         if not os.path.isfile(path):
@@ -164,6 +233,8 @@ class Index:
             problems = schema_problems(meta, META_SCHEMA, "")
             if problems:
                 raise UserError(f"{meta_path}: {problems[0]}")
+            if "schema" in meta:
+                _check_options_schema(meta["schema"], meta_path)
         elif kind != "runner":
             raise UserError(f"module {name} has no meta file {meta_path}")
         return ModuleInfo(kind=kind, name=name, path=path, meta=meta, digest="sha256:" + digest.hexdigest())

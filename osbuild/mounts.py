@@ -97,7 +97,8 @@ def umount(target: str) -> None:
         _raise("unmount", target)
 
 
-def mount_overlay(target: str, lowers: Sequence[str], upper: str | None = None, work: str | None = None) -> None:
+def mount_overlay(target: str, lowers: Sequence[str], upper: str | None = None, work: str | None = None,
+                  volatile: bool = False) -> None:
     """Mount an overlay of `lowers` (top-most first) on target.
 
     With `upper` and `work` the mount is writable and every change lands in
@@ -111,18 +112,19 @@ def mount_overlay(target: str, lowers: Sequence[str], upper: str | None = None, 
     if upper is None and len(lowers) < 2:
         raise ValueError("a read-only overlay needs at least two lower layers")
     try:
-        _mount_overlay_fsconfig(target, lowers, upper, work)
+        _mount_overlay_fsconfig(target, lowers, upper, work, volatile)
     except MountError as e:
         # ENOSYS: no new mount API; EINVAL: a kernel before "lowerdir+" (6.8).
         if e.errno not in (errno.ENOSYS, errno.EINVAL):
             raise
-        _mount_overlay_classic(target, lowers, upper, work)
+        _mount_overlay_classic(target, lowers, upper, work, volatile)
 
 
-def _mount_overlay_classic(target: str, lowers: Sequence[str], upper: str | None, work: str | None) -> None:
+def _mount_overlay_classic(target: str, lowers: Sequence[str], upper: str | None, work: str | None,
+                           volatile: bool) -> None:
     options = ["lowerdir=" + ":".join(lowers)]
     if upper is not None:
-        options += [f"upperdir={upper}", f"workdir={work}"]
+        options += [f"upperdir={upper}", f"workdir={work}"] + (["volatile"] if volatile else [])
     options += OVERLAY_FEATURES
     data = ",".join(options)
     if len(data) > _CLASSIC_OPTIONS_LIMIT:
@@ -138,7 +140,8 @@ def _syscall(number: int, *args: object) -> int:
     return ret
 
 
-def _mount_overlay_fsconfig(target: str, lowers: Sequence[str], upper: str | None, work: str | None) -> None:
+def _mount_overlay_fsconfig(target: str, lowers: Sequence[str], upper: str | None, work: str | None,
+                            volatile: bool) -> None:
     fs_fd = _syscall(SYS_FSOPEN, ctypes.c_char_p(b"overlay"), ctypes.c_uint(FSOPEN_CLOEXEC))
     if fs_fd < 0:
         _raise("fsopen overlay for", target)
@@ -153,6 +156,10 @@ def _mount_overlay_fsconfig(target: str, lowers: Sequence[str], upper: str | Non
         if upper is not None and work is not None:
             set_string("upperdir", upper)
             set_string("workdir", work)
+            if volatile:
+                if _syscall(SYS_FSCONFIG, ctypes.c_int(fs_fd), ctypes.c_uint(FSCONFIG_SET_FLAG),
+                            ctypes.c_char_p(b"volatile"), None, ctypes.c_int(0)) < 0:
+                    _raise("overlay option volatile for", target)
         for feature in OVERLAY_FEATURES:
             key, value = feature.split("=", 1)
             set_string(key, value)

@@ -164,6 +164,8 @@ class ObjectStore:
     # -- opening and closing ---------------------------------------------------------
 
     def open(self) -> ObjectStore:
+        if os.path.exists(self.path) and not os.path.isdir(self.path):
+            raise UserError(f"store {self.path} is not a directory")
         try:
             for d in (self.path, self.objects_dir, self.locks_dir, self.tmp_dir, self.sources_dir):
                 os.makedirs(d, exist_ok=True)
@@ -180,7 +182,7 @@ class ObjectStore:
             self.remove_debris()
             self._workspace = Workspace(self)
         except OSError as e:
-            if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.ENOTDIR):
+            if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.ENOTDIR, errno.EEXIST):
                 raise UserError(f"store {self.path} is not usable: {e.strerror}") from e
             raise
         return self
@@ -406,9 +408,23 @@ class BuildLock:
         self._fd: int | None = None
 
     def __enter__(self) -> BuildLock:
-        self._fd = _lock(os.path.join(self.store.locks_dir, self.object_id), exclusive=True, blocking=True)
-        self.needed = not self.store.has(self.object_id)
-        return self
+        path = os.path.join(self.store.locks_dir, self.object_id)
+        while True:
+            fd = _lock(path, exclusive=True, blocking=False)
+            if fd is not None:
+                self._fd = fd
+                self.needed = not self.store.has(self.object_id)
+                return self
+            # Another build holds the claim. Its commit turns the claim into a shared hold, so a
+            # shared lock is granted as soon as the object exists, not when that build ends.
+            fd = _lock(path, exclusive=False, blocking=True)
+            assert fd is not None
+            if self.store.has(self.object_id):
+                self._fd = fd
+                self.needed = False
+                return self
+            # The other build failed or was interrupted: claim the object again.
+            os.close(fd)
 
     def __exit__(self, *exc: object) -> None:
         fd, self._fd = self._fd, None

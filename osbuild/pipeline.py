@@ -60,11 +60,21 @@ class Pipeline:
 
 
 @dataclass(eq=False)
+class Source:
+    """Files a manifest needs, by checksum, and the module that fetches them."""
+
+    info: ModuleInfo
+    options: dict[str, Any]
+    items: dict[str, dict[str, Any]]   # checksum -> {"url": ...}
+
+
+@dataclass(eq=False)
 class Manifest:
     """Pipelines in build order (every pipeline after those it depends on), and sources."""
 
+    host_runner: ModuleInfo
     pipelines: list[Pipeline] = field(default_factory=list)
-    sources: dict[str, dict[str, Any]] = field(default_factory=dict)
+    sources: dict[str, Source] = field(default_factory=dict)
 
     def get(self, name: str) -> Pipeline | None:
         for pipeline in self.pipelines:

@@ -45,6 +45,11 @@ DEFAULT_CAPABILITIES = (
     "CAP_AUDIT_WRITE", "CAP_NET_BIND_SERVICE", "CAP_LINUX_IMMUTABLE", "CAP_IPC_LOCK",
 )
 
+# Parts of /proc that change the host kernel. bubblewrap covers some of them itself, but
+# run as root it leaves /proc/sys writable, and a root process that can write sysctls
+# (kernel.core_pattern, to name one) can run anything on the host.
+PROC_READONLY = ("sys", "sysrq-trigger", "irq", "bus")
+
 SANDBOX_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 LIB_DIR = "/run/osbuild/lib"
 RUNNER_PATH = "/run/osbuild/bin/runner"
@@ -130,8 +135,12 @@ def command(config: SandboxConfig) -> list[str]:
         for name in NETWORK_ETC_ENTRIES:
             if os.path.exists(f"/etc/{name}"):
                 argv += ["--ro-bind", f"/etc/{name}", f"/etc/{name}"]
+    argv += ["--dev", "/dev", "--proc", "/proc"]
+    for name in PROC_READONLY:
+        if os.path.exists(f"/proc/{name}"):
+            argv += ["--ro-bind", f"/proc/{name}", f"/proc/{name}"]
     argv += [
-        "--dev", "/dev", "--proc", "/proc", "--ro-bind", "/sys", "/sys",
+        "--ro-bind", "/sys", "/sys",
         "--tmpfs", "/tmp", "--tmpfs", "/run", "--dir", "/var/tmp", "--dir", "/root",
     ]
     if config.library:

@@ -109,3 +109,35 @@ def assert_changes(actual: dict[str, Any], expected: dict[str, Any]) -> None:
         for path, fields in want.items():
             for name, value in fields.items():
                 assert got[path].get(name) == value, f"{section} {path} {name}: got {got[path].get(name)!r}, expected {value!r}"
+
+
+DEBIAN_REQUEST = {
+    "name": "org.osbuild.debian.bootstrap",
+    "options": {
+        "suite": "bookworm",
+        "variant": "minbase",
+        "apt_sources": ["deb http://deb.debian.org/debian bookworm main"],
+        "include": ["systemd"],
+    },
+}
+
+
+class DebianBase:
+    """Stages (and their sources) that build a minimal Debian bookworm tree with systemd, locked today."""
+
+    def __init__(self, stages: list[dict[str, Any]], sources: dict[str, Any]) -> None:
+        self.stages = stages
+        self.sources = sources
+
+
+@pytest.fixture(scope="session")
+def debian_base(tmp_path_factory: pytest.TempPathFactory) -> DebianBase:
+    """Lock a minimal Debian tree against the mirror once per session (needs deb.debian.org)."""
+    work = tmp_path_factory.mktemp("debian-base")
+    template = work / "template.json"
+    template.write_text(json.dumps({"pipeline": {"stages": [DEBIAN_REQUEST]}}))
+    locked = work / "locked.json"
+    subprocess.run([sys.executable, str(REPO / "tools/osbuild-depsolve-apt"), str(template), "-o", str(locked)],
+                   check=True, capture_output=True, text=True)
+    manifest = json.loads(locked.read_text())
+    return DebianBase(manifest["pipeline"]["stages"], manifest["sources"])

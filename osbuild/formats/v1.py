@@ -17,7 +17,7 @@ from typing import Any
 
 from osbuild.errors import UserError
 from osbuild.meta import Index, ModuleInfo, Problem, schema_problems
-from osbuild.pipeline import Manifest, Pipeline, Stage
+from osbuild.pipeline import Manifest, Pipeline, Source, Stage
 from osbuild.sandbox import host_runner_name
 
 GENERIC_RUNNER = "org.osbuild.linux"
@@ -67,7 +67,8 @@ def validate(description: Any, index: Index, build: Any = None) -> list[Problem]
     problems: list[Problem] = []
     if "pipeline" in description:
         problems += schema_problems(description, WRAPPED_SCHEMA, "")
-        for name, options in sorted(description.get("sources", {}).items()):
+        sources = description.get("sources", {})
+        for name, options in sorted(sources.items() if isinstance(sources, dict) else []):
             path = f".sources.{name}"
             info = index.get("source", name)
             if info is None:
@@ -101,33 +102,46 @@ def _validate_build(build: Any, path: str, index: Index) -> list[Problem]:
 
 
 def _validate_pipeline(pipeline: dict[str, Any], path: str, index: Index) -> list[Problem]:
+    # Structural problems come first; the parts that are well-formed are still checked, so
+    # one run reports every problem it can.
     problems = schema_problems(pipeline, PIPELINE_SCHEMA, path)
-    if problems:
-        return problems
-    if "build" in pipeline:
+    if isinstance(pipeline.get("build"), dict):
         problems += _validate_build(pipeline["build"], path + ".build", index)
-    for i, stage in enumerate(pipeline.get("stages", [])):
+    stages = pipeline.get("stages", [])
+    for i, stage in enumerate(stages if isinstance(stages, list) else []):
         problems += _validate_call("stage", stage, f"{path}.stages[{i}]", index)
     if "assembler" in pipeline:
         problems += _validate_call("assembler", pipeline["assembler"], f"{path}.assembler", index)
     return problems
 
 
-def _validate_call(kind: str, call: dict[str, Any], path: str, index: Index) -> list[Problem]:
+def _validate_call(kind: str, call: Any, path: str, index: Index) -> list[Problem]:
+    """The module's name and its options; a malformed call was reported by the pipeline's schema."""
+    if not isinstance(call, dict) or not isinstance(call.get("name"), str):
+        return []
     info = index.get(kind, call["name"])
     if info is None:
         hint = " (it is an assembler)" if kind == "stage" and index.get("assembler", call["name"]) else ""
         return [Problem(path + ".name", f"unknown {kind} {call['name']!r}{hint}")]
-    return info.validate_options(call.get("options", {}), path + ".options")
+    options = call.get("options", {})
+    if not isinstance(options, dict):
+        return []
+    return info.validate_options(options, path + ".options")
 
 
 def load(description: dict[str, Any], index: Index, build: Any = None) -> Manifest:
     """The manifest model of a validated format-1 description."""
-    manifest = Manifest(sources=dict(description.get("sources", {})))
+    host_runner = _runner(index, host_runner_name(index.names("runner")))
+    manifest = Manifest(host_runner=host_runner)
+    for name, options in sorted(description.get("sources", {}).items()):
+        info = index.get("source", name)
+        assert info is not None
+        items = {checksum: {"url": item} if isinstance(item, str) else dict(item)
+                 for checksum, item in sorted(options.get("urls", {}).items())}
+        manifest.sources[name] = Source(info, options, items)
     top, _ = _top_pipeline(description)
     if build is not None:
         top = dict(top, build=build)
-    host_runner = _runner(index, host_runner_name(index.names("runner")))
     tree = _load_pipeline(top, "tree", host_runner, manifest, index)
     if "assembler" in top:
         call = top["assembler"]
@@ -179,7 +193,7 @@ def describe(manifest: Manifest, with_id: bool = False) -> dict[str, Any]:
     if assembler is not None:
         result["pipeline"]["assembler"] = _describe_call(assembler.stages[0], with_id)
     if manifest.sources:
-        result["sources"] = manifest.sources
+        result["sources"] = {name: source.options for name, source in manifest.sources.items()}
     if with_id:
         result["tree_id"] = tree.id
         result["output_id"] = assembler.id if assembler else None

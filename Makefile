@@ -1,0 +1,46 @@
+# Quick start on a fresh Debian machine, as root:
+#   make image    install what is needed, lock the default manifest's packages, build the image
+#   make check    the whole test suite (ruff, mypy, pytest; the boot test included)
+
+OUT ?= ./output
+STORE ?= ./.osbuild
+PYTHON ?= python3
+SAMPLE ?= samples/debian-bookworm-qcow2.json
+LOCKED = $(OUT)/$(basename $(notdir $(SAMPLE))).locked.json
+
+# Debian packages the engine, its stages and its tests use from the host.
+DEB_PACKAGES = bubblewrap mmdebstrap apt-utils python3 passwd systemd debian-archive-keyring ca-certificates \
+	fdisk e2fsprogs xfsprogs grub-pc-bin grub-common qemu-utils qemu-system-x86 zstd xz-utils tar
+PY_PACKAGES = jsonschema pytest ruff mypy
+
+.PHONY: image check deps lint test
+
+deps:
+	@missing=""; for p in $(DEB_PACKAGES); do \
+		dpkg-query -W -f='$${db:Status-Status}\n' $$p 2>/dev/null | grep -qx installed || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
+		apt-get update -qq || echo "apt-get update reported errors; trying to install anyway"; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+	@$(PYTHON) -c 'import jsonschema, pytest, ruff, mypy' 2>/dev/null || \
+		$(PYTHON) -m pip install -q --root-user-action=ignore $(PY_PACKAGES)
+
+image: deps
+	@mkdir -p $(OUT)
+	$(PYTHON) tools/osbuild-depsolve-apt $(SAMPLE) -o $(LOCKED)
+	$(PYTHON) -m osbuild --store $(STORE) --output-directory $(OUT) --export assembler $(LOCKED)
+	@echo
+	@echo "Image: $(OUT)/assembler/debian-bookworm.qcow2 (root password: osbuild)"
+	@echo "Boot it and check it reaches a login prompt:  $(PYTHON) tools/osbuild-boot-test $(OUT)/assembler/debian-bookworm.qcow2"
+	@echo "Or interactively:  qemu-system-x86_64 -m 1024 -nographic -drive file=$(OUT)/assembler/debian-bookworm.qcow2,if=virtio,snapshot=on"
+
+lint: deps
+	$(PYTHON) -m ruff check osbuild test tools
+	$(PYTHON) -m mypy
+
+test: deps
+	$(PYTHON) -m pytest -q test
+
+check: lint test

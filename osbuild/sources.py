@@ -1,0 +1,102 @@
+"""Fetch a manifest's sources by checksum into the store, before any stage runs.
+
+A source module downloads what the store lacks into a directory of this
+build's workspace; the engine then verifies every file's checksum itself and
+moves it into the store. A file is in the store whole and verified, or not at
+all, whatever the module or the network did.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import Any
+
+from osbuild import sandbox
+from osbuild.errors import BuildError
+from osbuild.monitor import Monitor
+from osbuild.objectstore import ObjectStore, remove_tree
+from osbuild.pipeline import Manifest, Source
+
+# Every file-like source keeps its files in one place, where stages look for them.
+FILES = "org.osbuild.files"
+DOWNLOADS = "/run/osbuild/downloads"
+RS = "\x1e"
+
+
+def verify(path: str, checksum: str) -> bool:
+    algorithm, _, expected = checksum.partition(":")
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest() == expected.lower()
+
+
+def missing(source: Source, store: ObjectStore) -> dict[str, dict[str, Any]]:
+    return {c: item for c, item in source.items.items() if not os.path.exists(store.source_path(FILES, c))}
+
+
+def fetch(manifest: Manifest, store: ObjectStore, monitor: Monitor, library: str) -> int:
+    """Fetch every item the store lacks; returns how many were fetched."""
+    fetched = 0
+    for name, source in sorted(manifest.sources.items()):
+        wanted = missing(source, store)
+        if not wanted:
+            continue
+        monitor.log(f"sources: fetching {len(wanted)} of {len(source.items)} files ({name})")
+        fetched += _fetch_source(manifest, source, wanted, store, monitor, library)
+    return fetched
+
+
+def _fetch_source(manifest: Manifest, source: Source, wanted: dict[str, dict[str, Any]], store: ObjectStore,
+                  monitor: Monitor, library: str) -> int:
+    work = store.workspace.subdir("sources-" + source.info.name)
+    downloads = os.path.join(work, "downloads")
+    api = os.path.join(work, "api")
+    os.makedirs(downloads)
+    os.makedirs(api)
+    arguments = {"items": wanted, "target": DOWNLOADS}
+    with open(os.path.join(api, "arguments"), "w", encoding="utf-8") as f:
+        json.dump(arguments, f)
+
+    def on_output(line: str) -> None:
+        if line.startswith(RS):
+            try:
+                p = json.loads(line[1:])
+                monitor.sources_progress(p["done"], p["total"], p["bytes_done"], p["bytes_total"], p["rate"])
+                return
+            except (ValueError, KeyError):
+                pass
+        monitor.stage_output(line)
+
+    config = sandbox.SandboxConfig(
+        root="/", runner=manifest.host_runner.path, program=source.info.path,
+        binds=[sandbox.Bind(downloads, DOWNLOADS, readonly=False), sandbox.Bind(api, "/run/osbuild/api")],
+        network=source.info.network, library=library,
+    )
+    try:
+        result = sandbox.run(config, json.dumps(arguments).encode(), on_output)
+        fetched = 0
+        bad = []
+        os.makedirs(os.path.dirname(store.source_path(FILES, "x")), exist_ok=True)
+        for checksum in sorted(wanted):
+            path = os.path.join(downloads, checksum)
+            if not os.path.exists(path):
+                continue
+            if not verify(path, checksum):
+                bad.append(f"{checksum} from {wanted[checksum]['url']}: content does not match the checksum")
+                continue
+            os.rename(path, store.source_path(FILES, checksum))
+            fetched += 1
+    finally:
+        remove_tree(work)
+    failed = [c for c in sorted(wanted) if not os.path.exists(store.source_path(FILES, c))]
+    if failed or result.returncode != 0:
+        reasons = bad + [line[len("error: could not fetch "):] for line in result.tail
+                         if line.startswith("error: could not fetch ")]
+        if not reasons:
+            reasons = [f"{c} from {wanted[c]['url']}" for c in failed] + result.tail[-5:]
+        raise BuildError(f"could not fetch {len(failed)} source file(s):\n  " + "\n  ".join(reasons))
+    return fetched

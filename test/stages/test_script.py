@@ -1,0 +1,89 @@
+"""org.osbuild.script: a shell script run chrooted into the tree."""
+
+from __future__ import annotations
+
+import base64
+import functools
+import os
+import re
+import subprocess
+from typing import Any
+
+import pytest
+from conftest import assert_changes, manifest_of, run_osbuild, stage_changes
+
+STAGE = "org.osbuild.script"
+SHELL = "/usr/bin/dash"
+
+
+@functools.lru_cache(maxsize=1)
+def shell_files() -> list[dict[str, Any]]:
+    """The host's dash as the tree's /bin/sh, with the libraries ldd says it loads, at the same paths."""
+    ldd = subprocess.run(["ldd", SHELL], check=True, capture_output=True, text=True).stdout
+    libraries = sorted(set(re.findall(r"(/\S+) \(0x", ldd)))
+    files = []
+    for source, target in [(SHELL, "/bin/sh")] + [(path, path) for path in libraries]:
+        with open(os.path.realpath(source), "rb") as f:
+            files.append({"path": target, "base64": base64.b64encode(f.read()).decode(), "mode": 0o755})
+    return files
+
+
+def base_stages() -> list[dict[str, Any]]:
+    """A tree with a working /bin/sh and an /etc."""
+    return [
+        {"name": "org.osbuild.copy", "options": {"files": shell_files()}},
+        {"name": "org.osbuild.mkdir", "options": {"paths": [{"path": "/etc"}]}},
+    ]
+
+
+def script(text: str) -> dict[str, Any]:
+    return {"name": STAGE, "options": {"script": text}}
+
+
+def failure(stages: list[dict[str, Any]], store: Any) -> str:
+    """Build stages that must fail; the engine's report of the failure."""
+    proc = run_osbuild("--store", str(store), manifest=manifest_of(stages), check=False)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    return proc.stderr
+
+
+def test_script_runs_with_the_tree_as_root(shared_store, tmp_path):
+    text = (
+        'echo "hello from $(cd / && echo root)" > /etc/motd\n'
+        # The engine's arguments arrive on the stage's stdin; the script must get nothing there.
+        "if read -r line; then echo \"$line\" > /etc/stdin; else echo empty > /etc/stdin; fi\n"
+        "test -f /bin/sh && echo yes > /etc/has-sh\n"
+    )
+    changes = stage_changes(base_stages(), [script(text)], shared_store, tmp_path)
+    # Exactly these files: the script itself (/.osbuild-script) is gone afterwards.
+    assert_changes(changes, {"added": {
+        "/etc/motd": {"type": "file", "text": "hello from root\n", "uid": 0},
+        "/etc/stdin": {"text": "empty\n"},
+        "/etc/has-sh": {"text": "yes\n"},
+    }})
+
+
+def test_first_failing_command_fails_the_stage(shared_store):
+    report = failure([*base_stages(), script("echo before > /etc/before\nfalse\necho after > /etc/after\n")],
+                     shared_store)
+    assert "error: chroot /run/osbuild/tree /bin/sh -e /.osbuild-script failed with exit status 1" in report
+
+
+def test_tree_without_a_shell_fails_clearly(shared_store):
+    bare = [{"name": "org.osbuild.mkdir", "options": {"paths": [{"path": "/etc"}]}}]
+    report = failure([*bare, script("echo hi\n")], shared_store)
+    assert "error: the tree has no /bin/sh to run the script with" in report
+
+
+@pytest.mark.parametrize(("options", "path"), [
+    ({"script": "true", "interpreter": "/bin/bash"}, ".stages[0].options"),
+    ({"script": ["echo", "hi"]}, ".stages[0].options.script"),
+    ({"script": ""}, ".stages[0].options.script"),
+    ({}, ".stages[0].options"),
+])
+def test_bad_options_are_rejected_before_anything_runs(shared_store, options, path):
+    proc = run_osbuild("--store", str(shared_store), manifest=manifest_of([{"name": STAGE, "options": options}]),
+                       check=False)
+    assert proc.returncode == 2
+    assert f"error: <stdin>: {path}: " in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -1,0 +1,91 @@
+"""org.osbuild.systemd: unit links made offline with systemctl --root."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from conftest import assert_changes, manifest_of, run_osbuild, stage_changes
+
+STAGE = "org.osbuild.systemd"
+UNITS = "/usr/lib/systemd/system"
+
+
+def service(wanted_by: str) -> str:
+    return f"[Unit]\nDescription=Test\n\n[Service]\nExecStart=/bin/true\n\n[Install]\nWantedBy={wanted_by}\n"
+
+
+def base_stages() -> list[dict[str, Any]]:
+    """A tree with a few unit files and an /etc, and no links yet."""
+    return [
+        {"name": "org.osbuild.copy", "options": {"files": [
+            {"path": f"{UNITS}/demo.service", "text": service("multi-user.target")},
+            {"path": f"{UNITS}/other.service", "text": service("multi-user.target")},
+            {"path": f"{UNITS}/getty@.service", "text": service("getty.target")},
+            {"path": f"{UNITS}/multi-user.target", "text": "[Unit]\nDescription=Multi-User System\n"},
+            {"path": f"{UNITS}/graphical.target", "text": "[Unit]\nDescription=Graphical Interface\n"},
+        ]}},
+        {"name": "org.osbuild.mkdir", "options": {"paths": [{"path": "/etc"}]}},
+    ]
+
+
+def systemd(**options: Any) -> dict[str, Any]:
+    return {"name": STAGE, "options": options}
+
+
+def failure(stages: list[dict[str, Any]], store: Any) -> str:
+    """Build stages that must fail; the engine's report of the failure."""
+    proc = run_osbuild("--store", str(store), manifest=manifest_of(stages), check=False)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    return proc.stderr
+
+
+def test_enable_units_and_set_default_target(shared_store, tmp_path):
+    stage = systemd(enabled_services=["demo.service", "getty@tty1.service"], default_target="graphical.target")
+    changes = stage_changes(base_stages(), [stage], shared_store, tmp_path)
+    assert_changes(changes, {"added": {
+        "/etc/systemd": {"type": "dir"},
+        "/etc/systemd/system": {"type": "dir"},
+        "/etc/systemd/system/multi-user.target.wants": {"type": "dir"},
+        "/etc/systemd/system/multi-user.target.wants/demo.service": {"type": "symlink", "target": f"{UNITS}/demo.service"},
+        "/etc/systemd/system/getty.target.wants": {"type": "dir"},
+        "/etc/systemd/system/getty.target.wants/getty@tty1.service": {"type": "symlink",
+                                                                      "target": f"{UNITS}/getty@.service"},
+        "/etc/systemd/system/default.target": {"type": "symlink", "target": f"{UNITS}/graphical.target"},
+    }})
+
+
+def test_disable_and_mask(shared_store, tmp_path):
+    base = [*base_stages(), systemd(enabled_services=["demo.service", "other.service"])]
+    stage = systemd(disabled_services=["other.service"], masked_services=["demo.service", "absent.service"])
+    changes = stage_changes(base, [stage], shared_store, tmp_path)
+    assert_changes(changes, {
+        "removed": {"/etc/systemd/system/multi-user.target.wants/other.service": {"type": "symlink"}},
+        # Masking links the unit to /dev/null; it needs no unit file, and leaves the enablement links.
+        "added": {
+            "/etc/systemd/system/demo.service": {"type": "symlink", "target": "/dev/null"},
+            "/etc/systemd/system/absent.service": {"type": "symlink", "target": "/dev/null"},
+        },
+    })
+
+
+def test_enabling_a_unit_the_tree_lacks_fails(shared_store):
+    report = failure([*base_stages(), systemd(enabled_services=["sshd.service"])], shared_store)
+    assert "sshd.service does not exist" in report
+    assert "failed with exit status" in report
+
+
+@pytest.mark.parametrize(("options", "path"), [
+    ({"enabled_services": ["demo.service"], "preset": True}, ".stages[0].options"),
+    ({"enabled_services": "demo.service"}, ".stages[0].options.enabled_services"),
+    ({"disabled_services": ["demo"]}, ".stages[0].options.disabled_services[0]"),
+    ({"masked_services": ["../demo.service"]}, ".stages[0].options.masked_services[0]"),
+    ({"default_target": "multi-user.service"}, ".stages[0].options.default_target"),
+    ({"default_target": ["multi-user.target"]}, ".stages[0].options.default_target"),
+])
+def test_bad_options_are_rejected_before_anything_runs(shared_store, options, path):
+    proc = run_osbuild("--store", str(shared_store), manifest=manifest_of([{"name": STAGE, "options": options}]),
+                       check=False)
+    assert proc.returncode == 2
+    assert f"error: <stdin>: {path}: " in proc.stderr
+    assert "Traceback" not in proc.stderr
