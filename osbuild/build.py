@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import osbuild
-from osbuild import sandbox, sources
+from osbuild import sandbox, sources, treediff
 from osbuild.errors import BuildError, UserError
 from osbuild.monitor import Monitor
 from osbuild.mounts import mount_overlay, umount
@@ -73,6 +73,18 @@ class StageFailed(BuildError):
         super().__init__(f"stage {failure.type} in pipeline {failure.pipeline} (id {failure.id}) "
                          f"failed with exit status {failure.returncode}")
         self.failure = failure
+
+
+def clamp_times(root: str, epoch: int) -> None:
+    """Set every time in a directory that is later than `epoch` to `epoch` (SOURCE_DATE_EPOCH)."""
+    for directory, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = os.path.join(directory, name)
+            st = os.lstat(path)
+            if st.st_mtime > epoch or st.st_atime > epoch:
+                os.utime(path, (min(st.st_atime, epoch), min(st.st_mtime, epoch)), follow_symlinks=False)
+    st = os.lstat(root)
+    os.utime(root, (min(st.st_atime, epoch), min(st.st_mtime, epoch)))
 
 
 def pipelines_needed(manifest: Manifest, targets: Collection[Pipeline]) -> list[Pipeline]:
@@ -203,8 +215,13 @@ class Builder:
             remove_tree(work)
             raise StageFailed(failure)
         metadata = self._read_metadata(meta_file, stage)
+        if pipeline.source_epoch is not None:
+            clamp_times(result_dir, pipeline.source_epoch)
+        lowers = self.store.layers(base) if base and stage.kind != "assembler" else [self._empty_dir()]
+        change_list = treediff.layer_diff(result_dir, lowers)
         self.store.commit(result_dir, stage.id, kind=OUTPUT if stage.kind == "assembler" else LAYER,
-                          parent=base, type=stage.name, metadata=metadata)
+                          parent=base, type=stage.name, metadata=metadata,
+                          changes=treediff.summary(change_list), change_list=change_list)
         remove_tree(work)
 
     def _scratch(self, name: str) -> str:

@@ -74,6 +74,8 @@ def parser() -> ArgumentParser:
     p.add_argument("--inspect", action="store_true", help="print the manifest with every id; build nothing")
     p.add_argument("--monitor", choices=sorted(MONITORS), default=None, help="progress output: log (default), jsonseq, quiet")
     p.add_argument("--monitor-fd", metavar="FD", type=int, default=None, help="file descriptor for progress output")
+    p.add_argument("--changes", metavar="STAGE",
+                   help="print what a built stage changed (id, PIPELINE/TYPE or PIPELINE/INDEX); builds nothing")
     p.add_argument("--list-modules", action="store_true", help="list the stages, assemblers, sources and runners")
     return p
 
@@ -142,6 +144,20 @@ def checkpoint_ids(manifest: Manifest, names: Sequence[str]) -> set[str]:
     return ids
 
 
+def find_stage(manifest: Manifest, name: str) -> str:
+    """The id of the stage `name` names: an id or its prefix, PIPELINE/TYPE, or PIPELINE/INDEX (from 1)."""
+    matches: list[str] = []
+    for pipeline, stage in manifest.stages():
+        position = pipeline.stages.index(stage) + 1
+        if name in (f"{pipeline.name}/{stage.name}", f"{pipeline.name}/{position}") or stage.id.startswith(name):
+            matches.append(stage.id)
+    if not matches:
+        raise UserError(f"--changes {name}: no stage matches (use an id, PIPELINE/TYPE or PIPELINE/INDEX)")
+    if len(set(matches)) > 1:
+        raise UserError(f"--changes {name}: {len(matches)} stages match; use PIPELINE/INDEX or an id")
+    return matches[0]
+
+
 def list_modules(index: Index, out: Any) -> None:
     for kind in ("stage", "assembler", "source", "runner"):
         out.write(f"{kind}s:\n")
@@ -197,8 +213,19 @@ def run(args: argparse.Namespace) -> int:
         list_modules(index, sys.stdout)
         return EXIT_OK
     fmt, manifest = load_manifest(args, index)
-    if args.inspect:
+    if args.inspect and not args.changes:
         json.dump(fmt.describe(manifest, with_id=True), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return EXIT_OK
+    if args.changes:
+        stage_id = find_stage(manifest, args.changes)
+        with ObjectStore(args.store) as store:
+            if not store.has(stage_id):
+                raise UserError(f"--changes {args.changes}: stage {stage_id} is not in the store {args.store} (build it first)")
+            changes = store.changes(stage_id)
+        if changes is None:
+            raise UserError(f"--changes {args.changes}: the store has no change list for stage {stage_id}")
+        json.dump(changes, sys.stdout, indent=2, sort_keys=True)
         sys.stdout.write("\n")
         return EXIT_OK
     exports = select(manifest, args.export, "--export")
@@ -211,9 +238,15 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("osbuild must run as root: it builds trees in namespaces and mounts overlays")
     monitor = monitor_for(args)
     mounts.enter_private_mount_namespace()
-    with ObjectStore(args.store, max_size=args.cache_max_size) as store:
-        builder = Builder(manifest, store, index.libdir, monitor)
-        result = builder.build(exports or manifest.pipelines, exports, args.output_directory, checkpoints)
+    try:
+        with ObjectStore(args.store, max_size=args.cache_max_size) as store:
+            builder = Builder(manifest, store, index.libdir, monitor)
+            result = builder.build(exports or manifest.pipelines, exports, args.output_directory, checkpoints)
+    except BuildError as e:
+        if args.json:
+            json.dump({"type": "result", "success": False, "error": {"message": str(e)}}, sys.stdout, indent=2)
+            sys.stdout.write("\n")
+        raise
     if args.json:
         json.dump(result_json(fmt, manifest, result), sys.stdout, indent=2)
         sys.stdout.write("\n")

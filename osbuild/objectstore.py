@@ -21,6 +21,7 @@ import errno
 import fcntl
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -77,13 +78,18 @@ def _lock(path: str, exclusive: bool, blocking: bool) -> int | None:
         os.close(fd)
 
 
+def _mountinfo_path(field: bytes) -> str:
+    """A path as /proc/self/mountinfo writes it: raw bytes, with space, tab, newline and backslash as octal escapes."""
+    return os.fsdecode(re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m.group(1), 8)]), field))
+
+
 def _mount_points_under(path: str) -> list[str]:
     """Mount points at or below path in this mount namespace, deepest first."""
     prefix = os.path.realpath(path)
     found = []
-    with open("/proc/self/mountinfo", encoding="utf-8") as f:
+    with open("/proc/self/mountinfo", "rb") as f:
         for line in f:
-            target = line.split()[4].encode().decode("unicode_escape")
+            target = _mountinfo_path(line.split()[4])
             if target == prefix or target.startswith(prefix + "/"):
                 found.append(target)
     return sorted(found, key=len, reverse=True)
@@ -244,6 +250,15 @@ class ObjectStore:
             data = json.load(f)
         return ObjectInfo.from_json(data, os.stat(path).st_mtime)
 
+    def changes(self, object_id: str) -> dict[str, Any] | None:
+        """Every path the object's stage added, removed or changed, if it was recorded."""
+        try:
+            with open(os.path.join(self._object_dir(object_id), "changes.json"), encoding="utf-8") as f:
+                data: dict[str, Any] = json.load(f)
+        except FileNotFoundError:
+            return None
+        return data
+
     def chain(self, object_id: str) -> list[str]:
         """The object and its ancestors, top-most first: the layers its tree is made of."""
         ids = []
@@ -300,10 +315,18 @@ class ObjectStore:
     # -- writing ---------------------------------------------------------------------
 
     def commit(self, directory: str, object_id: str, *, kind: str, parent: str | None, type: str,
-               metadata: dict[str, Any], changes: dict[str, Any] | None = None) -> None:
-        """Move a finished directory (in this store's workspace) into the store as object_id."""
+               metadata: dict[str, Any], changes: dict[str, Any] | None = None,
+               change_list: dict[str, Any] | None = None) -> None:
+        """Move a finished directory (in this store's workspace) into the store as object_id.
+
+        `changes` is the summary kept in object.json; `change_list`, every path the
+        object added, removed or changed, goes beside it (see changes()).
+        """
         staging = tempfile.mkdtemp(prefix="commit-", dir=self.workspace.path)
         os.rename(directory, os.path.join(staging, "tree"))
+        if change_list is not None:
+            with open(os.path.join(staging, "changes.json"), "w", encoding="utf-8") as f:
+                json.dump(change_list, f, sort_keys=True)
         record = {
             "id": object_id, "kind": kind, "parent": parent, "type": type,
             "size": tree_size(os.path.join(staging, "tree")),

@@ -150,3 +150,165 @@ def diff(old_root: str, new_root: str, text: bool = False) -> dict[str, Any]:
                     changes["lines"] = line_changes(before, after)
             result["changed"][path] = changes
     return result
+
+
+# -- what one overlay layer changed -----------------------------------------------------
+
+OPAQUE_XATTR = "trusted.overlay.opaque"
+
+
+def is_whiteout(st: os.stat_result) -> bool:
+    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+
+
+def is_opaque(path: str) -> bool:
+    try:
+        return os.getxattr(path, OPAQUE_XATTR, follow_symlinks=False) == b"y"
+    except OSError:
+        return False
+
+
+def light_entry(path: str, st: os.stat_result) -> dict[str, Any]:
+    """An entry without content hashes: type, mode, owner, size or target, xattrs."""
+    kind = file_type(st.st_mode)
+    entry: dict[str, Any] = {"type": kind, "mode": f"{stat.S_IMODE(st.st_mode):04o}", "uid": st.st_uid, "gid": st.st_gid}
+    if kind == "file":
+        entry["size"] = st.st_size
+    elif kind == "symlink":
+        entry["target"] = os.readlink(path)
+    elif kind in ("char", "block"):
+        entry["rdev"] = f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}"
+    attrs = {k: v for k, v in xattrs(path).items() if not k.startswith("trusted.overlay.")}
+    if attrs:
+        entry["xattrs"] = attrs
+    return entry
+
+
+class LowerView:
+    """Path lookups in a stack of overlay layers (top-most first), as the merged tree shows them."""
+
+    def __init__(self, layers: list[str]) -> None:
+        self.layers = layers
+
+    def find(self, rel: str) -> str | None:
+        """The real path of `rel` (relative, no leading slash) in the merged view, or None."""
+        parts = rel.split("/") if rel else []
+        for layer in self.layers:
+            path = layer
+            hidden = False
+            for depth, part in enumerate(parts):
+                path = os.path.join(path, part)
+                try:
+                    st = os.lstat(path)
+                except FileNotFoundError:
+                    break
+                if is_whiteout(st):
+                    return None
+                if depth == len(parts) - 1:
+                    return path
+                if not stat.S_ISDIR(st.st_mode):
+                    return None
+                if is_opaque(path):
+                    hidden = True
+            else:
+                return layer if not parts else None
+            if hidden:
+                return None
+        return None
+
+    def walk(self, rel: str) -> list[str]:
+        """Every path below directory `rel` in the merged view (relative paths)."""
+        found: list[str] = []
+        directory = self.find(rel)
+        if directory is None or not os.path.isdir(directory):
+            return found
+        names: set[str] = set()
+        for layer in self.layers:
+            path = os.path.join(layer, rel)
+            if os.path.isdir(path) and not os.path.islink(path):
+                names.update(os.listdir(path))
+                if is_opaque(path):
+                    break
+        for name in sorted(names):
+            child = f"{rel}/{name}" if rel else name
+            real = self.find(child)
+            if real is None:
+                continue
+            found.append(child)
+            if os.path.isdir(real) and not os.path.islink(real):
+                found += self.walk(child)
+        return found
+
+
+def same_content(a: str, b: str) -> bool:
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        while True:
+            block_a, block_b = fa.read(1 << 20), fb.read(1 << 20)
+            if block_a != block_b:
+                return False
+            if not block_a:
+                return True
+
+
+def layer_diff(upper: str, lowers: list[str]) -> dict[str, Any]:
+    """What an overlay upper dir changed over its lower layers, in the shape of diff() (no hashes).
+
+    Only the upper dir and the lower paths it touches are read, so the cost grows
+    with what the stage changed, not with the size of the tree.
+    """
+    view = LowerView(lowers)
+    result: dict[str, Any] = {"added": {}, "removed": {}, "changed": {}}
+
+    def removed_below(rel: str) -> None:
+        """Lower paths under `rel` that the upper dir, which replaces it whole, does not have."""
+        for child in view.walk(rel):
+            if os.path.lexists(os.path.join(upper, child)) and not is_whiteout(os.lstat(os.path.join(upper, child))):
+                continue
+            real = view.find(child)
+            if real is not None:
+                result["removed"]["/" + child] = light_entry(real, os.lstat(real))
+
+    for directory, dirs, files in os.walk(upper):
+        dirs.sort()
+        rel_dir = os.path.relpath(directory, upper)
+        rel_dir = "" if rel_dir == "." else rel_dir
+        if is_opaque(directory) and view.find(rel_dir) is not None:
+            removed_below(rel_dir)
+        for name in sorted(dirs + files):
+            rel = f"{rel_dir}/{name}" if rel_dir else name
+            path = os.path.join(directory, name)
+            st = os.lstat(path)
+            lower = view.find(rel)
+            if is_whiteout(st):
+                if lower is not None:
+                    result["removed"]["/" + rel] = light_entry(lower, os.lstat(lower))
+                    if os.path.isdir(lower) and not os.path.islink(lower):
+                        removed_below(rel)
+                continue
+            entry = light_entry(path, st)
+            if lower is None:
+                result["added"]["/" + rel] = entry
+                continue
+            old = light_entry(lower, os.lstat(lower))
+            changes = compare(old, entry)
+            if (not changes and entry["type"] == "file" and os.lstat(lower).st_mtime != st.st_mtime
+                    and not same_content(lower, path)):
+                changes["content"] = ["old", "new"]
+            if changes:
+                result["changed"]["/" + rel] = changes
+    for section in result.values():
+        for key in sorted(section):
+            section[key] = section.pop(key)
+    return result
+
+
+def summary(changes: dict[str, Any]) -> dict[str, int]:
+    """Counts of added, removed and changed paths, and the bytes of files added or changed."""
+    size = 0
+    for entry in changes["added"].values():
+        size += entry.get("size", 0)
+    for fields in changes["changed"].values():
+        new = fields.get("size", [0, 0])[1] if "size" in fields else 0
+        size += new or 0
+    return {"added": len(changes["added"]), "removed": len(changes["removed"]),
+            "changed": len(changes["changed"]), "bytes": size}
