@@ -15,11 +15,13 @@ object in the store and reports it in `--json`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
-from typing import Any, Callable, Optional
+from collections.abc import Iterator, Sequence
+from typing import Any, Callable, Optional, Union
 
 ARGUMENTS_PATH = "/run/osbuild/api/arguments"
 METADATA_PATH = "/run/osbuild/meta"
@@ -61,12 +63,94 @@ def source_path(checksum: str, source: str = "org.osbuild.files") -> str:
 
 
 def tree_path(tree: str, path: str) -> str:
-    """Join an absolute path inside the image with the tree, refusing to leave it."""
+    """The host path of `path`, a path inside the image, refusing any that would leave the tree.
+
+    Refused: a path whose ".." climb out of the tree, and one whose parent
+    directory, as the host resolves it, lies outside the tree (a symlink on
+    the way points out of it). The last component is not resolved: write with
+    `write_file`, which replaces a symlink there instead of following it.
+    """
     joined = os.path.normpath(os.path.join(tree, path.lstrip("/")))
     root = os.path.normpath(tree)
-    if joined != root and not joined.startswith(root + os.sep):
+    if joined == root:
+        return joined
+    if not joined.startswith(root + os.sep):
         raise StageError(f"path {path!r} leaves the tree")
+    real_root = os.path.realpath(root)
+    parent = os.path.realpath(os.path.dirname(joined))
+    if parent != real_root and not parent.startswith(real_root + os.sep):
+        raise StageError(f"path {path!r} leaves the tree through a symlink")
     return joined
+
+
+def make_parents(target: str, mode: int = 0o755) -> None:
+    """Create the missing parent directories of a host path, with exactly `mode` whatever the umask."""
+    missing = []
+    parent = os.path.dirname(target)
+    while not os.path.lexists(parent):
+        missing.append(parent)
+        parent = os.path.dirname(parent)
+    for directory in reversed(missing):
+        os.mkdir(directory)
+        os.chmod(directory, mode)
+
+
+def write_file(tree: str, path: str, data: Union[str, bytes], mode: Optional[int] = None,
+               uid: Optional[int] = None, gid: Optional[int] = None) -> str:
+    """Replace the file at `path` in the tree with `data` (text is written as UTF-8); returns its host path.
+
+    The file is written beside the target and renamed over it, so readers never
+    see half a file and a symlink at `path` is replaced, never followed. Missing
+    parent directories are created (0755). Mode, uid and gid not given are kept
+    from the regular file being replaced, or else are 0644, root, root.
+    """
+    target = tree_path(tree, path)
+    if os.path.isdir(target) and not os.path.islink(target):
+        raise StageError(f"{path} is a directory")
+    current = os.lstat(target) if os.path.isfile(target) and not os.path.islink(target) else None
+    if mode is None:
+        mode = current.st_mode & 0o7777 if current else 0o644
+    if uid is None:
+        uid = current.st_uid if current else 0
+    if gid is None:
+        gid = current.st_gid if current else 0
+    make_parents(target)
+    temporary = os.path.join(os.path.dirname(target), f".{os.path.basename(target)}.osbuild-new")
+    with open(temporary, "wb") as f:
+        f.write(data.encode("utf-8") if isinstance(data, str) else data)
+    os.chown(temporary, uid, gid)
+    # chmod after chown: chown clears the setuid and setgid bits.
+    os.chmod(temporary, mode)
+    os.replace(temporary, target)
+    return target
+
+
+def set_variables(tree: str, path: str, values: dict[str, str], defaults: Sequence[tuple[str, str]] = ()) -> None:
+    """Set KEY=VALUE lines in a file of shell variables in the tree, keeping its other lines.
+
+    A key's first line is rewritten in place and its later lines are dropped; keys
+    the file lacks are appended. A missing file is created with the values, then
+    the `defaults` (KEY, VALUE pairs).
+    """
+    target = tree_path(tree, path)
+    exists = os.path.isfile(target)
+    lines = []
+    if exists:
+        with open(target, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    pending = dict(values)
+    result = []
+    for line in lines:
+        key = line.split("=", 1)[0].strip()
+        if "=" in line and key in values:
+            if key in pending:
+                result.append(f"{key}={pending.pop(key)}")
+            continue
+        result.append(line)
+    result += [f"{key}={value}" for key, value in pending.items()]
+    if not exists:
+        result += [f"{key}={value}" for key, value in defaults]
+    write_file(tree, path, "\n".join(result) + "\n")
 
 
 def run(argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
@@ -85,6 +169,26 @@ def run(argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
 def chroot_run(tree: str, argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
     """Run a command with the tree as its root, for tools that must see the image as '/'."""
     return run(["chroot", tree, *argv], **kwargs)
+
+
+@contextlib.contextmanager
+def system_mounts(tree: str) -> Iterator[None]:
+    """/proc and /dev mounted in the tree while the block runs, for programs run chrooted into it.
+
+    Maintainer scripts and update-initramfs need both. They are unmounted
+    afterwards, also when the block fails.
+    """
+    mounted: list[str] = []
+    try:
+        for how, target in ((["-t", "proc", "proc"], "/proc"), (["--rbind", "/dev"], "/dev")):
+            where = tree_path(tree, target)
+            os.makedirs(where, exist_ok=True)
+            run(["mount", *how, where])
+            mounted.append(where)
+        yield
+    finally:
+        for where in reversed(mounted):
+            run(["umount", "--recursive", "--lazy", where], check=False)
 
 
 def main(stage: Callable[..., Optional[int]]) -> None:

@@ -15,7 +15,6 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
-import osbuild
 from osbuild import sandbox, sources, treediff
 from osbuild.errors import BuildError, UserError
 from osbuild.monitor import Monitor
@@ -114,7 +113,7 @@ class Builder:
         self.workspace: Workspace = store.workspace
         self.result = BuildResult()
         self._build_roots: dict[str, str] = {}
-        self._library = os.path.dirname(os.path.abspath(osbuild.__file__))
+        self._sources = ""
 
     # -- the story -------------------------------------------------------------------
 
@@ -124,7 +123,8 @@ class Builder:
         total = sum(len(p.stages) for p in pipelines)
         index = 0
         try:
-            sources.fetch(self.manifest, self.store, self.monitor, self._library)
+            sources.fetch(self.manifest, self.store, self.monitor)
+            self._sources = sources.view(self.manifest, self.store, self.workspace.subdir("sources"))
             self.monitor.begin(total)
             for pipeline in pipelines:
                 for stage in pipeline.stages:
@@ -184,7 +184,7 @@ class Builder:
             "meta": {"id": stage.id, "source-epoch": pipeline.source_epoch},
         }
         binds = [sandbox.Bind(api, API_DIR), sandbox.Bind(meta_file, META_FILE, readonly=False),
-                 sandbox.Bind(self.store.sources_dir, SOURCES_DIR)]
+                 sandbox.Bind(self._sources, SOURCES_DIR)]
         if stage.kind == "assembler":
             result_dir = os.path.join(work, "output")
             os.mkdir(result_dir)
@@ -203,7 +203,6 @@ class Builder:
         config = sandbox.SandboxConfig(
             root=self._build_root(pipeline), runner=pipeline.runner.path, program=stage.info.path,
             binds=binds, env=env, network=stage.info.network, capabilities=stage.info.capabilities,
-            library=self._library,
         )
         try:
             outcome = sandbox.run(config, json.dumps(arguments).encode(), self.monitor.stage_output)

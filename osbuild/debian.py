@@ -6,8 +6,11 @@ Standard library only, Python 3.9 syntax: it runs under the build root's Python.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from typing import Any
+
+from osbuild.api import StageError, source_path
 
 SOURCES_LIST_HEADER = "# Written by osbuild from the manifest's apt_sources.\n"
 
@@ -16,6 +19,29 @@ def deb_filename(deb: dict[str, Any]) -> str:
     """The file name apt gives a package in its archive cache (an epoch's colon becomes %3a)."""
     version = deb["version"].replace(":", "%3a")
     return f"{deb['name']}_{version}_{deb['arch']}.deb"
+
+
+def is_debian(tree: str) -> bool:
+    """Whether the tree is a Debian system (or one derived from it): it has /etc/debian_version."""
+    return os.path.exists(os.path.join(tree, "etc/debian_version"))
+
+
+def copy_debs(debs: list[dict[str, Any]], directory: str) -> list[str]:
+    """Copy the locked packages from the manifest's sources into directory, under apt's file names.
+
+    Returns the file names, in the order of `debs`. A package whose checksum the
+    stage cannot see fails the stage with a line that names the package.
+    """
+    names = []
+    for deb in debs:
+        try:
+            source = source_path(deb["checksum"])
+        except StageError as e:
+            raise StageError(f"package {deb['name']} {deb['version']}: {e}") from e
+        name = deb_filename(deb)
+        shutil.copyfile(source, os.path.join(directory, name))
+        names.append(name)
+    return names
 
 
 def parse_stanzas(text: str) -> list[dict[str, str]]:

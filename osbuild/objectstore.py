@@ -182,9 +182,13 @@ class ObjectStore:
                 if version != STORE_VERSION:
                     raise UserError(f"store {self.path} has layout version {version}; this osbuild uses {STORE_VERSION}")
             else:
-                with open(version_path + ".new", "w", encoding="utf-8") as f:
+                # A name of its own (not in tmp/, where another build's clean-up could take it):
+                # two builds may create the same new store at once.
+                fd, staging = tempfile.mkstemp(prefix=".VERSION-", dir=self.path)
+                with os.fdopen(fd, "w", encoding="utf-8") as f:
                     f.write(STORE_VERSION + "\n")
-                os.rename(version_path + ".new", version_path)
+                os.chmod(staging, 0o644)
+                os.rename(staging, version_path)
             self.remove_debris()
             self._workspace = Workspace(self)
         except OSError as e:

@@ -73,6 +73,7 @@ class Manifest:
     """Pipelines in build order (every pipeline after those it depends on), and sources."""
 
     host_runner: ModuleInfo
+    library: str = ""                  # digest of the engine modules stages may import
     pipelines: list[Pipeline] = field(default_factory=list)
     sources: dict[str, Source] = field(default_factory=dict)
 
@@ -91,15 +92,15 @@ class Manifest:
         for pipeline in self.pipelines:
             base: str | None = None
             for stage in pipeline.stages:
-                stage.id = stage_id(stage, base, pipeline)
+                stage.id = stage_id(stage, base, pipeline, self.library)
                 base = stage.id
 
 
-def stage_id(stage: Stage, base: str | None, pipeline: Pipeline) -> str:
+def stage_id(stage: Stage, base: str | None, pipeline: Pipeline, library: str = "") -> str:
     """The id of the tree (or output) a stage produces.
 
     A hash over everything that decides the result: the module and a digest of
-    its implementation, the options, the tree it starts from, the build root
+    its implementation and of the engine modules it may import, the options, the tree it starts from, the build root
     and its runner, the trees it reads, and the source epoch.
     """
     if any(p.id is None and p.stages for p in stage.inputs.values()):
@@ -108,6 +109,7 @@ def stage_id(stage: Stage, base: str | None, pipeline: Pipeline) -> str:
         "kind": stage.kind,
         "type": stage.name,
         "implementation": stage.info.digest,
+        "library": library,
         "options": stage.options,
         "base": base,
         "build": pipeline.build.id if pipeline.build else None,

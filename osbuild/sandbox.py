@@ -15,6 +15,7 @@ entries below, which tools need to run at all.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import selectors
 import signal
@@ -24,6 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Callable
 
+import osbuild
 from osbuild.errors import UserError
 
 # Entries of the build root's /etc that tools need; everything else stays out.
@@ -31,6 +33,12 @@ ETC_ENTRIES = (
     "alternatives", "ld.so.conf", "ld.so.conf.d", "passwd", "group", "nsswitch.conf",
     "mke2fs.conf", "os-release", "login.defs", "shells", "protocols", "services",
     "dpkg", "apt", "rpm", "dnf", "ssl", "ca-certificates", "pki", "xattr.conf",
+)
+# Paths inside those entries that hold secrets (private keys, repository credentials):
+# stages never need them, and with the host as build root they are the host's.
+ETC_SECRETS = (
+    "ssl/private", "pki/tls/private", "pki/entitlement", "pki/consumer",
+    "apt/auth.conf", "apt/auth.conf.d",
 )
 # The host's name resolution, for the modules that ask for network.
 NETWORK_ETC_ENTRIES = ("resolv.conf", "hosts", "gai.conf")
@@ -50,6 +58,9 @@ DEFAULT_CAPABILITIES = (
 # (kernel.core_pattern, to name one) can run anything on the host.
 PROC_READONLY = ("sys", "sysrq-trigger", "irq", "bus")
 
+# The engine's modules that code in a sandbox may import (`import osbuild.api`); nothing
+# else of the engine enters a sandbox, and ids cover exactly these (library_digest()).
+LIBRARY_MODULES = ("__init__.py", "api.py", "debian.py", "fsimage.py")
 SANDBOX_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 LIB_DIR = "/run/osbuild/lib"
 RUNNER_PATH = "/run/osbuild/bin/runner"
@@ -77,13 +88,28 @@ class SandboxConfig:
     env: dict[str, str] = field(default_factory=dict)
     network: bool = False
     capabilities: Sequence[str] = ()
-    library: str = ""               # host path of the `osbuild` package, for `import osbuild.api`
 
 
 @dataclass
 class SandboxResult:
     returncode: int
     tail: list[str]
+
+
+def library_dir() -> str:
+    """The engine's own `osbuild` package directory."""
+    return os.path.dirname(os.path.abspath(osbuild.__file__))
+
+
+def library_digest() -> str:
+    """sha256 over the library modules a sandbox sees, by name and content."""
+    digest = hashlib.sha256()
+    for name in LIBRARY_MODULES:
+        with open(os.path.join(library_dir(), name), "rb") as f:
+            data = f.read()
+        digest.update(f"{name}\0{len(data)}\0".encode())
+        digest.update(data)
+    return "sha256:" + digest.hexdigest()
 
 
 def host_runner_name(available: Sequence[str]) -> str:
@@ -129,8 +155,7 @@ def command(config: SandboxConfig) -> list[str]:
             argv += ["--ro-bind", path, f"/{name}"]
     argv += ["--dir", "/etc"]
     for name in ETC_ENTRIES:
-        if os.path.lexists(f"{root}/etc/{name}") and os.path.exists(f"{root}/etc/{name}"):
-            argv += ["--ro-bind", f"{root}/etc/{name}", f"/etc/{name}"]
+        argv += _etc_binds(root, name)
     if config.network:
         for name in NETWORK_ETC_ENTRIES:
             if os.path.exists(f"/etc/{name}"):
@@ -143,8 +168,9 @@ def command(config: SandboxConfig) -> list[str]:
         "--ro-bind", "/sys", "/sys",
         "--tmpfs", "/tmp", "--tmpfs", "/run", "--dir", "/var/tmp", "--dir", "/root",
     ]
-    if config.library:
-        argv += ["--ro-bind", config.library, f"{LIB_DIR}/osbuild"]
+    library = library_dir()
+    for name in LIBRARY_MODULES:
+        argv += ["--ro-bind", os.path.join(library, name), f"{LIB_DIR}/osbuild/{name}"]
     argv += [
         "--ro-bind", config.runner, RUNNER_PATH,
         "--ro-bind", config.program, program_path(config.program),
@@ -164,6 +190,25 @@ def command(config: SandboxConfig) -> list[str]:
     for key, value in sorted(env.items()):
         argv += ["--setenv", key, value]
     argv += ["--chdir", "/", "--", RUNNER_PATH, program_path(config.program)]
+    return argv
+
+
+def _etc_binds(root: str, name: str) -> list[str]:
+    """Bind the build root's /etc/NAME read-only, leaving out the secrets in ETC_SECRETS.
+
+    A directory that holds a secret is made in the sandbox and its other entries are
+    bound one by one, so the secret does not exist there at all.
+    """
+    source = f"{root}/etc/{name}"
+    if not os.path.exists(source):
+        return []
+    inside = [secret for secret in ETC_SECRETS if secret.startswith(name + "/")]
+    if not inside or os.path.islink(source) or not os.path.isdir(source):
+        return ["--ro-bind", source, f"/etc/{name}"]
+    argv = ["--dir", f"/etc/{name}"]
+    for entry in sorted(os.listdir(source)):
+        if f"{name}/{entry}" not in ETC_SECRETS:
+            argv += _etc_binds(root, f"{name}/{entry}")
     return argv
 
 

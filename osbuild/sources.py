@@ -38,7 +38,7 @@ def missing(source: Source, store: ObjectStore) -> dict[str, dict[str, Any]]:
     return {c: item for c, item in source.items.items() if not os.path.exists(store.source_path(FILES, c))}
 
 
-def fetch(manifest: Manifest, store: ObjectStore, monitor: Monitor, library: str) -> int:
+def fetch(manifest: Manifest, store: ObjectStore, monitor: Monitor) -> int:
     """Fetch every item the store lacks; returns how many were fetched."""
     fetched = 0
     for name, source in sorted(manifest.sources.items()):
@@ -46,12 +46,12 @@ def fetch(manifest: Manifest, store: ObjectStore, monitor: Monitor, library: str
         if not wanted:
             continue
         monitor.log(f"sources: fetching {len(wanted)} of {len(source.items)} files ({name})")
-        fetched += _fetch_source(manifest, source, wanted, store, monitor, library)
+        fetched += _fetch_source(manifest, source, wanted, store, monitor)
     return fetched
 
 
 def _fetch_source(manifest: Manifest, source: Source, wanted: dict[str, dict[str, Any]], store: ObjectStore,
-                  monitor: Monitor, library: str) -> int:
+                  monitor: Monitor) -> int:
     work = store.workspace.subdir("sources-" + source.info.name)
     downloads = os.path.join(work, "downloads")
     api = os.path.join(work, "api")
@@ -74,7 +74,7 @@ def _fetch_source(manifest: Manifest, source: Source, wanted: dict[str, dict[str
     config = sandbox.SandboxConfig(
         root="/", runner=manifest.host_runner.path, program=source.info.path,
         binds=[sandbox.Bind(downloads, DOWNLOADS, readonly=False), sandbox.Bind(api, "/run/osbuild/api")],
-        network=source.info.network, library=library,
+        network=source.info.network,
     )
     try:
         result = sandbox.run(config, json.dumps(arguments).encode(), on_output)
@@ -100,3 +100,19 @@ def _fetch_source(manifest: Manifest, source: Source, wanted: dict[str, dict[str
             reasons = [f"{c} from {wanted[c]['url']}" for c in failed] + result.tail[-5:]
         raise BuildError(f"could not fetch {len(failed)} source file(s):\n  " + "\n  ".join(reasons))
     return fetched
+
+
+def view(manifest: Manifest, store: ObjectStore, directory: str) -> str:
+    """A directory holding exactly the manifest's source files (hard links into the store), for stages.
+
+    A stage sees what its manifest lists, not everything earlier builds downloaded,
+    so a manifest that forgets a source fails everywhere, not only on a fresh store.
+    """
+    files = os.path.join(directory, FILES)
+    os.makedirs(files, exist_ok=True)
+    for source in manifest.sources.values():
+        for checksum in source.items:
+            link = os.path.join(files, checksum)
+            if not os.path.exists(link):
+                os.link(store.source_path(FILES, checksum), link)
+    return directory

@@ -9,7 +9,8 @@ one path: its type, permission bits, owner, and per type its size and sha256
 (files), target (symlinks) or device numbers; extended attributes when it has
 any. With `text=True`, added text files carry their "text", and changed text
 files carry "lines": {"removed": [...], "added": [...]} so a diff reads as what
-happened to a system. Modification times are left out: they say when, not what.
+happened to a system. Modification times are left out (they say when, not what)
+unless asked for, as when finding why two builds are not bit-identical.
 """
 
 from __future__ import annotations
@@ -62,8 +63,8 @@ def xattrs(path: str) -> dict[str, str]:
     return values
 
 
-def describe(path: str, st: os.stat_result | None = None) -> dict[str, Any]:
-    """The entry of one path."""
+def describe(path: str, st: os.stat_result | None = None, times: bool = False) -> dict[str, Any]:
+    """The entry of one path; with `times`, its modification time in nanoseconds too."""
     st = st or os.lstat(path)
     kind = file_type(st.st_mode)
     entry: dict[str, Any] = {"type": kind, "mode": f"{stat.S_IMODE(st.st_mode):04o}", "uid": st.st_uid, "gid": st.st_gid}
@@ -77,18 +78,20 @@ def describe(path: str, st: os.stat_result | None = None) -> dict[str, Any]:
     attrs = xattrs(path)
     if attrs:
         entry["xattrs"] = attrs
+    if times:
+        entry["mtime_ns"] = st.st_mtime_ns
     return entry
 
 
-def scan(root: str) -> dict[str, dict[str, Any]]:
+def scan(root: str, times: bool = False) -> dict[str, dict[str, Any]]:
     """Every path under root (root itself as "/") with its entry."""
-    entries = {"/": describe(root)}
+    entries = {"/": describe(root, times=times)}
     for directory, dirs, files in os.walk(root):
         dirs.sort()
         rel = os.path.relpath(directory, root)
         prefix = "/" if rel == "." else "/" + rel + "/"
         for name in dirs + sorted(files):
-            entries[prefix + name] = describe(os.path.join(directory, name))
+            entries[prefix + name] = describe(os.path.join(directory, name), times=times)
     return entries
 
 
@@ -126,9 +129,9 @@ def compare(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     return {f: [old.get(f), new.get(f)] for f in fields if old.get(f) != new.get(f)}
 
 
-def diff(old_root: str, new_root: str, text: bool = False) -> dict[str, Any]:
-    """The difference between two trees."""
-    old, new = scan(old_root), scan(new_root)
+def diff(old_root: str, new_root: str, text: bool = False, times: bool = False) -> dict[str, Any]:
+    """The difference between two trees; `times` compares modification times too."""
+    old, new = scan(old_root, times), scan(new_root, times)
     result: dict[str, Any] = {"added": {}, "removed": {}, "changed": {}}
     for path in sorted(set(old) | set(new)):
         if path not in old:

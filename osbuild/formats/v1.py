@@ -9,16 +9,20 @@ and the later format-1 shapes
 
 Pipelines are named for `--export`: the main one "tree", its build pipeline
 "build" (that one's build "build.build", and so on), and "assembler".
+
+A pipeline's source epoch is its "source-epoch"; without one, SOURCE_DATE_EPOCH
+from the environment. The manifest wins: what it says is part of its ids.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from osbuild.errors import UserError
 from osbuild.meta import Index, ModuleInfo, Problem, schema_problems
 from osbuild.pipeline import Manifest, Pipeline, Source, Stage
-from osbuild.sandbox import host_runner_name
+from osbuild.sandbox import host_runner_name, library_digest
 
 GENERIC_RUNNER = "org.osbuild.linux"
 EPOCH = {"type": "integer", "minimum": 0}
@@ -132,7 +136,7 @@ def _validate_call(kind: str, call: Any, path: str, index: Index) -> list[Proble
 def load(description: dict[str, Any], index: Index, build: Any = None) -> Manifest:
     """The manifest model of a validated format-1 description."""
     host_runner = _runner(index, host_runner_name(index.names("runner")))
-    manifest = Manifest(host_runner=host_runner)
+    manifest = Manifest(host_runner=host_runner, library=library_digest())
     for name, options in sorted(description.get("sources", {}).items()):
         info = index.get("source", name)
         assert info is not None
@@ -142,7 +146,7 @@ def load(description: dict[str, Any], index: Index, build: Any = None) -> Manife
     top, _ = _top_pipeline(description)
     if build is not None:
         top = dict(top, build=build)
-    tree = _load_pipeline(top, "tree", host_runner, manifest, index)
+    tree = _load_pipeline(top, "tree", host_runner, manifest, index, environment_epoch())
     if "assembler" in top:
         call = top["assembler"]
         info = index.get("assembler", call["name"])
@@ -161,7 +165,18 @@ def _runner(index: Index, name: str) -> ModuleInfo:
     return info
 
 
-def _load_pipeline(description: dict[str, Any], name: str, host_runner: ModuleInfo, manifest: Manifest, index: Index) -> Pipeline:
+def environment_epoch() -> int | None:
+    """SOURCE_DATE_EPOCH from the environment: the source epoch of pipelines that name none."""
+    value = os.environ.get("SOURCE_DATE_EPOCH")
+    if value is None or value == "":
+        return None
+    if not value.isdigit():
+        raise UserError(f"SOURCE_DATE_EPOCH={value!r} is not a number of seconds since 1970")
+    return int(value)
+
+
+def _load_pipeline(description: dict[str, Any], name: str, host_runner: ModuleInfo, manifest: Manifest, index: Index,
+                   default_epoch: int | None) -> Pipeline:
     build = None
     runner = host_runner
     if "build" in description:
@@ -172,14 +187,14 @@ def _load_pipeline(description: dict[str, Any], name: str, host_runner: ModuleIn
             build_description = build_description["pipeline"]
         runner = _runner(index, runner_name)
         build_name = "build" if name == "tree" else f"{name}.build"
-        build = _load_pipeline(build_description, build_name, host_runner, manifest, index)
+        build = _load_pipeline(build_description, build_name, host_runner, manifest, index, default_epoch)
     stages = []
     for call in description.get("stages", []):
         info = index.get("stage", call["name"])
         assert info is not None
         stages.append(Stage(info, call.get("options", {})))
     pipeline = Pipeline(name, runner=runner, build=build, stages=stages,
-                        source_epoch=description.get("source-epoch"))
+                        source_epoch=description.get("source-epoch", default_epoch))
     manifest.pipelines.append(pipeline)
     return pipeline
 

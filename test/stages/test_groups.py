@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import assert_changes, manifest_of, run_osbuild, stage_changes
+from conftest import assert_changes, assert_rejected, build_failure, stage_changes
 
 STAGE = "org.osbuild.groups"
 GROUP = "root:x:0:\nwheel:x:10:\n"
@@ -26,13 +26,6 @@ def base_stages() -> list[dict[str, Any]]:
 
 def groups(**entries: dict[str, Any]) -> dict[str, Any]:
     return {"name": STAGE, "options": {"groups": entries}}
-
-
-def failure(stages: list[dict[str, Any]], store: Any) -> str:
-    """Build stages that must fail; the engine's report of the failure."""
-    proc = run_osbuild("--store", str(store), manifest=manifest_of(stages), check=False)
-    assert proc.returncode == 1, proc.stdout + proc.stderr
-    return proc.stderr
 
 
 def test_new_groups(shared_store, tmp_path):
@@ -60,13 +53,13 @@ def test_existing_group_gets_the_given_gid_or_is_left_alone(shared_store, tmp_pa
 
 
 def test_gid_in_use_fails_with_groupadds_reason(shared_store):
-    report = failure([*base_stages(), groups(staff={"gid": 10})], shared_store)
+    report = build_failure([*base_stages(), groups(staff={"gid": 10})], shared_store)
     assert "groupadd: GID '10' already exists" in report
 
 
 def test_tree_without_group_files_fails_clearly(shared_store):
     bare = [{"name": "org.osbuild.mkdir", "options": {"paths": [{"path": "/etc"}]}}]
-    report = failure([*bare, groups(docker={})], shared_store)
+    report = build_failure([*bare, groups(docker={})], shared_store)
     assert "error: the tree has no /etc/group, /etc/gshadow: groupadd --root needs" in report
 
 
@@ -79,8 +72,15 @@ def test_tree_without_group_files_fails_clearly(shared_store):
     ({"groups": {}, "users": {}}, ".stages[0].options"),
 ])
 def test_bad_options_are_rejected_before_anything_runs(shared_store, options, path):
-    proc = run_osbuild("--store", str(shared_store), manifest=manifest_of([{"name": STAGE, "options": options}]),
-                       check=False)
-    assert proc.returncode == 2
-    assert f"error: <stdin>: {path}: " in proc.stderr
-    assert "Traceback" not in proc.stderr
+    assert_rejected(STAGE, options, path, shared_store)
+
+
+def test_groups_on_debian(debian_base, shared_store, tmp_path):
+    """A group without a gid gets the first free one from Debian's login.defs (GID_MIN 1000)."""
+    changes = debian_base.changes([groups(docker={}, render={"gid": 990}, sudo={"gid": 27})], shared_store, tmp_path)
+    assert_changes(changes, {"changed": {
+        # sudo has gid 27 already: left alone.
+        "/etc/group": {"lines": {"removed": [], "added": ["docker:x:1000:", "render:x:990:"]}},
+        "/etc/gshadow": {"lines": {"removed": [], "added": ["docker:!::", "render:!::"]}},
+        "/etc/group-": {}, "/etc/gshadow-": {},
+    }})

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import assert_changes, manifest_of, run_osbuild, stage_changes
+from conftest import assert_changes, assert_rejected, build_failure, stage_changes
 
 STAGE = "org.osbuild.systemd"
 UNITS = "/usr/lib/systemd/system"
@@ -31,13 +31,6 @@ def base_stages() -> list[dict[str, Any]]:
 
 def systemd(**options: Any) -> dict[str, Any]:
     return {"name": STAGE, "options": options}
-
-
-def failure(stages: list[dict[str, Any]], store: Any) -> str:
-    """Build stages that must fail; the engine's report of the failure."""
-    proc = run_osbuild("--store", str(store), manifest=manifest_of(stages), check=False)
-    assert proc.returncode == 1, proc.stdout + proc.stderr
-    return proc.stderr
 
 
 def test_enable_units_and_set_default_target(shared_store, tmp_path):
@@ -70,7 +63,7 @@ def test_disable_and_mask(shared_store, tmp_path):
 
 
 def test_enabling_a_unit_the_tree_lacks_fails(shared_store):
-    report = failure([*base_stages(), systemd(enabled_services=["sshd.service"])], shared_store)
+    report = build_failure([*base_stages(), systemd(enabled_services=["sshd.service"])], shared_store)
     assert "sshd.service does not exist" in report
     assert "failed with exit status" in report
 
@@ -84,8 +77,30 @@ def test_enabling_a_unit_the_tree_lacks_fails(shared_store):
     ({"default_target": ["multi-user.target"]}, ".stages[0].options.default_target"),
 ])
 def test_bad_options_are_rejected_before_anything_runs(shared_store, options, path):
-    proc = run_osbuild("--store", str(shared_store), manifest=manifest_of([{"name": STAGE, "options": options}]),
-                       check=False)
-    assert proc.returncode == 2
-    assert f"error: <stdin>: {path}: " in proc.stderr
-    assert "Traceback" not in proc.stderr
+    assert_rejected(STAGE, options, path, shared_store)
+
+
+def test_units_debian_ships(debian_base, shared_store, tmp_path):
+    """Debian's units live in /lib/systemd/system; enabling one follows its Also= and Alias= lines."""
+    stage = systemd(enabled_services=["systemd-networkd.service"], disabled_services=["e2scrub_reap.service"],
+                    masked_services=["apt-daily.timer"], default_target="multi-user.target")
+    changes = debian_base.changes([stage], shared_store, tmp_path)
+    lib = "/lib/systemd/system"
+    etc = "/etc/systemd/system"
+    assert_changes(changes, {
+        "added": {
+            f"{etc}/multi-user.target.wants/systemd-networkd.service": {"target": f"{lib}/systemd-networkd.service"},
+            f"{etc}/dbus-org.freedesktop.network1.service": {"target": f"{lib}/systemd-networkd.service"},
+            f"{etc}/sockets.target.wants": {"type": "dir", "mode": "0755"},
+            f"{etc}/sockets.target.wants/systemd-networkd.socket": {"target": f"{lib}/systemd-networkd.socket"},
+            f"{etc}/network-online.target.wants": {"type": "dir", "mode": "0755"},
+            f"{etc}/network-online.target.wants/systemd-networkd-wait-online.service": {
+                "target": f"{lib}/systemd-networkd-wait-online.service"},
+            f"{etc}/sysinit.target.wants/systemd-network-generator.service": {
+                "target": f"{lib}/systemd-network-generator.service"},
+            # Masking leaves the timer's enablement link in timers.target.wants alone.
+            f"{etc}/apt-daily.timer": {"type": "symlink", "target": "/dev/null"},
+            f"{etc}/default.target": {"type": "symlink", "target": f"{lib}/multi-user.target"},
+        },
+        "removed": {f"{etc}/multi-user.target.wants/e2scrub_reap.service": {"target": f"{lib}/e2scrub_reap.service"}},
+    })
