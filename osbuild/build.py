@@ -114,6 +114,7 @@ class Builder:
         self.result = BuildResult()
         self._build_roots: dict[str, str] = {}
         self._sources = ""
+        self._protect: set[str] = set()
 
     # -- the story -------------------------------------------------------------------
 
@@ -122,6 +123,8 @@ class Builder:
         pipelines = pipelines_needed(self.manifest, targets)
         total = sum(len(p.stages) for p in pipelines)
         index = 0
+        # While building, eviction spares everything this manifest needs, not only what is in use yet.
+        self._protect = {s.id for _, s in self.manifest.stages()} | set(checkpoints)
         try:
             sources.fetch(self.manifest, self.store, self.monitor)
             self._sources = sources.view(self.manifest, self.store, self.workspace.subdir("sources"))
@@ -137,6 +140,7 @@ class Builder:
             self.result.success = False
             self.result.failure = e.failure
         finally:
+            # Objects this build used are still held: the limit takes older objects, never the new ones.
             self.store.evict(protect=checkpoints)
         return self.result
 
@@ -158,7 +162,7 @@ class Builder:
         self.monitor.stage_end(index, pipeline.name, stage.name, stage.id, status, result.duration,
                                info.changes if status == "built" else None)
         if status == "built":
-            self.store.evict()
+            self.store.evict(protect=self._protect)
 
     @staticmethod
     def _base(pipeline: Pipeline, stage: Stage) -> str | None:
@@ -297,7 +301,11 @@ class Builder:
         except OSError as e:
             raise UserError(f"output directory {output_directory}: {e.strerror}") from e
         staging = os.path.join(output_directory, f".{pipeline.name}.tmp-{os.getpid()}")
-        remove_tree(staging)
+        try:
+            remove_tree(staging)
+            os.mkdir(staging)
+        except OSError as e:
+            raise UserError(f"output directory {output_directory}: {e.strerror}") from e
         source = self.store.tree_path(pipeline.id) if pipeline.id and pipeline.produces_output else None
         mounted = None
         if source is None:
@@ -306,7 +314,6 @@ class Builder:
             self._mount_readonly(pipeline.id, mounted)
             source = mounted
         try:
-            os.mkdir(staging)
             subprocess.run(["cp", "-a", "--reflink=auto", source + "/.", staging], check=True)
         finally:
             if mounted:

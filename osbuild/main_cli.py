@@ -11,6 +11,7 @@ import os
 import re
 import signal
 import sys
+import tempfile
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
@@ -144,6 +145,16 @@ def checkpoint_ids(manifest: Manifest, names: Sequence[str]) -> set[str]:
     return ids
 
 
+def check_writable(directory: str) -> None:
+    """Fail before building when the output directory cannot take the result."""
+    try:
+        os.makedirs(directory, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as e:
+        raise UserError(f"output directory {directory}: {e.strerror}") from e
+
+
 def find_stage(manifest: Manifest, name: str) -> str:
     """The id of the stage `name` names: an id or its prefix, PIPELINE/TYPE, or PIPELINE/INDEX (from 1)."""
     matches: list[str] = []
@@ -236,6 +247,8 @@ def run(args: argparse.Namespace) -> int:
     checkpoints = checkpoint_ids(manifest, args.checkpoint)
     if os.geteuid() != 0:
         raise UserError("osbuild must run as root: it builds trees in namespaces and mounts overlays")
+    if args.output_directory:
+        check_writable(args.output_directory)
     monitor = monitor_for(args)
     mounts.enter_private_mount_namespace()
     try:
