@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import urllib.parse
 from typing import Any
 
 from osbuild import sandbox
@@ -71,9 +72,16 @@ def _fetch_source(manifest: Manifest, source: Source, wanted: dict[str, dict[str
                 pass
         monitor.stage_output(line)
 
+    binds = [sandbox.Bind(downloads, DOWNLOADS, readonly=False), sandbox.Bind(api, "/run/osbuild/api")]
+    # A file: URL names a host file: the module sees that file, read-only, at its own path.
+    for item in wanted.values():
+        parts = urllib.parse.urlsplit(item["url"])
+        local = urllib.parse.unquote(parts.path)
+        if parts.scheme == "file" and os.path.isfile(local):
+            binds.append(sandbox.Bind(local, local))
     config = sandbox.SandboxConfig(
         root="/", runner=manifest.host_runner.path, program=source.info.path,
-        binds=[sandbox.Bind(downloads, DOWNLOADS, readonly=False), sandbox.Bind(api, "/run/osbuild/api")],
+        binds=binds,
         network=source.info.network,
     )
     try:
