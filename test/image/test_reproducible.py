@@ -26,9 +26,10 @@ UUID = "4b7c1a3e-9d52-4c0f-8a61-2f3e5d6c7b8a"
 SMALL_OUTPUTS = {
     "tar": {"name": "org.osbuild.tar", "options": {"filename": "tree.tar.gz", "compression": "gzip"}},
     "rawfs": {"name": "org.osbuild.rawfs", "options": {"filename": "root.ext4", "root_fs_uuid": UUID, "size": 1073741824}},
-    "raw disk": {"name": "org.osbuild.qemu", "options": {"format": "raw", "filename": "disk.raw", "root_fs_uuid": UUID,
-                                                          "size": "1G", "bootloader": "none"}},
 }
+for _fmt in ("raw", "qcow2", "vmdk", "vdi", "vpc", "vhdx"):
+    SMALL_OUTPUTS[f"{_fmt} disk"] = {"name": "org.osbuild.qemu", "options": {
+        "format": _fmt, "filename": f"disk.{_fmt}", "root_fs_uuid": UUID, "size": "1G", "bootloader": "none"}}
 
 
 def sha256(path: Path) -> str:
@@ -67,7 +68,7 @@ def build_output(manifest: dict[str, Any], store: Path, out: Path) -> Path:
     return files[0]
 
 
-def test_minbase_tar_and_raw_are_identical_across_stores(debian_base: DebianBase, tmp_path: Path) -> None:
+def test_minbase_tar_raw_and_every_disk_format_are_identical_across_stores(debian_base: DebianBase, tmp_path: Path) -> None:
     store_a = fresh_store(tmp_path / "store-a", None)
     first = {name: sha256(build_output(with_assembler(debian_base, asm), store_a, tmp_path / f"a-{i}"))
              for i, (name, asm) in enumerate(SMALL_OUTPUTS.items())}

@@ -209,3 +209,15 @@ def test_a_missing_local_file_fails_at_once(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert "gone.bin: no such file" in proc.stderr
     assert time.monotonic() - start < 10, "a missing local file was retried"
+
+
+def test_a_locked_manifest_builds_offline_once_its_sources_are_cached(server: Server, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    names = sorted(FILES)[:3]
+    run_osbuild("--store", str(store), manifest=manifest(server, names))
+    server.close()
+    offline = manifest(server, names)
+    for key in offline["sources"]["org.osbuild.files"]["urls"]:
+        offline["sources"]["org.osbuild.files"]["urls"][key] = "http://127.0.0.1:9/unreachable"
+    proc = run_osbuild("--store", str(store), manifest=offline)
+    assert "sources: fetching" not in proc.stdout
