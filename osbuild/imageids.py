@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 import struct
 import uuid as uuidlib
-from typing import Optional
+from typing import BinaryIO, Optional
 
 VPC_EPOCH = 946684800            # the VHD format counts seconds from 2000-01-01
 VHDX_HEADERS = (64 * 1024, 128 * 1024)
@@ -55,7 +55,7 @@ def crc32c(data: bytes) -> int:
     return crc ^ 0xFFFFFFFF
 
 
-def pin_vmdk(f, seed: str) -> None:
+def pin_vmdk(f: BinaryIO, seed: str) -> None:
     f.seek(0)
     head = f.read(64 * 1024)
     match = re.search(rb"\nCID=([0-9a-f]{8})\n", head)
@@ -65,7 +65,7 @@ def pin_vmdk(f, seed: str) -> None:
     f.write(derived(seed, "vmdk-cid").hex[:8].encode())
 
 
-def pin_vdi(f, seed: str) -> None:
+def pin_vdi(f: BinaryIO, seed: str) -> None:
     f.seek(0x188)
     f.write(derived(seed, "vdi-image").bytes + derived(seed, "vdi-last-snapshot").bytes)
 
@@ -81,7 +81,7 @@ def _vpc_footer(footer: bytearray, seed: str, epoch: Optional[int]) -> bytes:
     return bytes(footer)
 
 
-def pin_vpc(f, seed: str, epoch: Optional[int]) -> None:
+def pin_vpc(f: BinaryIO, seed: str, epoch: Optional[int]) -> None:
     f.seek(0, 2)
     end = f.tell()
     for offset in (0, end - 512):
@@ -93,7 +93,7 @@ def pin_vpc(f, seed: str, epoch: Optional[int]) -> None:
         f.write(_vpc_footer(footer, seed, epoch))
 
 
-def pin_vhdx(f, seed: str) -> None:
+def pin_vhdx(f: BinaryIO, seed: str) -> None:
     log_offset = log_length = 0
     headers = []
     for offset in VHDX_HEADERS:
