@@ -236,3 +236,11 @@ def locked_sample(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
                     "-o", str(out)], check=True, capture_output=True, text=True)
     locked: dict[str, Any] = json.loads(out.read_text())
     return locked
+
+
+@pytest.fixture
+def lib(tmp_path: Path) -> Any:
+    """A library directory of purpose-built test modules (testlib.Library) for one test."""
+    from testlib import Library  # noqa: PLC0415 (testlib imports conftest: a top-level import would be circular)
+
+    return Library(tmp_path / "lib")

@@ -9,13 +9,14 @@ xattr order). The library's assemblers are the checkout's own.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
 from typing import Any
 
 from conftest import REPO, manifest_of, run_osbuild
+
+from osbuild.treediff import sha256_file
 
 TREE_STAGE = "org.osbuild.testtree"
 
@@ -170,8 +171,4 @@ def failed(lib: Path, store: Path, stages: list[dict[str, Any]], assembler: dict
 
 
 def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return sha256_file(str(path))

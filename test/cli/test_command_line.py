@@ -29,11 +29,6 @@ from testlib import (
 import osbuild
 
 
-@pytest.fixture
-def lib(tmp_path: Path) -> Library:
-    return Library(tmp_path / "lib")
-
-
 def two_stages() -> dict[str, Any]:
     return {"stages": [stage_call(files={"/etc/hostname": "box\n"}), stage_call(print=["hello from the stage"])],
             "assembler": {"name": "org.osbuild.test.asm", "options": {"random": {"disk.img": 1024}}}}

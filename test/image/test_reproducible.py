@@ -7,7 +7,6 @@ When outputs differ, the failure lists what differs between the two builds' tree
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import shutil
 import time
@@ -17,7 +16,7 @@ from typing import Any
 import pytest
 from conftest import DebianBase, build_tree, run_osbuild
 
-from osbuild.treediff import diff
+from osbuild.treediff import diff, sha256_file
 
 pytestmark = [pytest.mark.image]
 
@@ -33,11 +32,7 @@ for _fmt in ("raw", "qcow2", "vmdk", "vdi", "vpc", "vhdx"):
 
 
 def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return sha256_file(str(path))
 
 
 def with_assembler(base: DebianBase, assembler: dict[str, Any]) -> dict[str, Any]:

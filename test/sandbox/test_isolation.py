@@ -17,7 +17,6 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
 from testlib import TEST_STAGE, Library, mounts_anywhere, mounts_mentioning, objects_in, wait_for_line, wait_until_gone
 
 # A stage that tries every path in options["write"] and records what happened.
@@ -30,11 +29,6 @@ def main(tree, options):
 
     write_report(tree, {path: attempt(lambda p=path: write(p)) for path in options["write"]})
 '''
-
-
-@pytest.fixture
-def lib(tmp_path: Path) -> Library:
-    return Library(tmp_path / "lib")
 
 
 def leaks(report: dict[str, Any], secret: str) -> list[str]:

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pytest
 from testlib import TEST_STAGE, Library
 
 ARGUMENTS_PROBE = '''
@@ -45,11 +44,6 @@ def main(tree, output_dir, options):
     }
     write_report(output_dir, report)
 '''
-
-
-@pytest.fixture
-def lib(tmp_path: Path) -> Library:
-    return Library(tmp_path / "lib")
 
 
 def test_stdin_and_arguments_file_carry_the_same_arguments(lib: Library, tmp_path: Path) -> None:

@@ -12,11 +12,6 @@ from testlib import TEST_STAGE, Library, du_bytes, objects_in, stage_call, statu
 MiB = 1024 * 1024
 
 
-@pytest.fixture
-def lib(tmp_path: Path) -> Library:
-    return Library(tmp_path / "lib")
-
-
 def chain(n: int, changed: int | None = None) -> dict[str, Any]:
     """n stages that each add a file; stage `changed` (0-based) writes different text."""
     stages = []

@@ -12,11 +12,6 @@ import pytest
 from testlib import Library, kill_group, objects_in, stage_call, statuses, wait_for_line
 
 
-@pytest.fixture
-def lib(tmp_path: Path) -> Library:
-    return Library(tmp_path / "lib")
-
-
 def finish(proc: subprocess.Popen[str], timeout: float = 120) -> dict[str, Any]:
     """Wait for a --json build started with popen(); its result. Fails unless it succeeded."""
     try:

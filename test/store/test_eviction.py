@@ -5,15 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import pytest
 from testlib import Library, assert_one_line_error, kill_group, objects_in, stage_call, statuses, wait_for_line
 
 MiB = 1024 * 1024
-
-
-@pytest.fixture
-def lib(tmp_path: Path) -> Library:
-    return Library(tmp_path / "lib")
 
 
 def blob(name: str, size: int = 2 * MiB) -> dict[str, Any]:

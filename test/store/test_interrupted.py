@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from testlib import (
     TEST_STAGE,
     Library,
@@ -17,11 +16,6 @@ from testlib import (
     wait_for_line,
     wait_until_gone,
 )
-
-
-@pytest.fixture
-def lib(tmp_path: Path) -> Library:
-    return Library(tmp_path / "lib")
 
 
 def manifest(sleep: float) -> dict[str, object]:

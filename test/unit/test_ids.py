@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pytest
 from conftest import REPO, run_osbuild
 from testlib import TEST_STAGE, Library
 
@@ -140,11 +139,6 @@ def test_manifest_name_and_formatting_leave_ids_alone(tmp_path: Path) -> None:
 
 
 # -- the implementation of modules is part of the id -----------------------------------
-
-
-@pytest.fixture
-def lib(tmp_path: Path) -> Library:
-    return Library(tmp_path / "lib")
 
 
 def lib_manifest() -> dict[str, Any]:

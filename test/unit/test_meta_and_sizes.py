@@ -12,11 +12,6 @@ from testlib import TEST_STAGE, Library, assert_one_line_error
 from osbuild.main_cli import parse_size
 
 
-@pytest.fixture
-def lib(tmp_path: Path) -> Library:
-    return Library(tmp_path / "lib")
-
-
 def meta_path(lib: Library, name: str = TEST_STAGE) -> Path:
     return lib.root / "stages" / f"{name}.meta.json"
 

@@ -12,11 +12,6 @@ from testlib import TEST_STAGE, Library
 NOOP = {"name": "org.osbuild.noop"}
 
 
-@pytest.fixture
-def lib(tmp_path: Path) -> Library:
-    return Library(tmp_path / "lib")
-
-
 def problems(lib: Library, manifest: Any, store: Path, *args: str) -> list[str]:
     """The error lines of an invalid manifest; asserts exit 2, no traceback and an untouched store."""
     proc = lib.run("--store", str(store), *args, manifest=manifest, check=False)
