@@ -34,7 +34,7 @@ image: deps
 	$(PYTHON) -m osbuild --store $(STORE) --output-directory $(OUT) --export assembler $(LOCKED)
 	@echo
 	@echo "Image: $(OUT)/assembler/debian-bookworm.qcow2 (root password: osbuild)"
-	@echo "Boot it and check it reaches a login prompt:  $(PYTHON) tools/osbuild-boot-test $(OUT)/assembler/debian-bookworm.qcow2"
+	@echo "Boot it, check it comes up and root can log in:  $(PYTHON) tools/osbuild-boot-test --login root:osbuild $(OUT)/assembler/debian-bookworm.qcow2"
 	@echo "Or interactively:  qemu-system-x86_64 -m 1024 -nographic -drive file=$(OUT)/assembler/debian-bookworm.qcow2,if=virtio,snapshot=on"
 
 # Modules and tools are Python files without an extension: ruff only checks them when named.

@@ -76,9 +76,9 @@ def filesystem_uuid(raw: Path, offset: int, fs_type: str) -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-def boot(image: Path, log: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(BOOT_TEST), str(image),
-                           "--log", str(log), "--timeout", "600"], capture_output=True, text=True, check=False)
+def boot(image: Path, log: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(BOOT_TEST), str(image), "--log", str(log), "--timeout", "600", *args],
+                          capture_output=True, text=True, check=False)
 
 
 @pytest.mark.boot
@@ -95,9 +95,11 @@ def test_default_image_builds_boots_and_rebuilds_nothing(locked_sample: dict[str
     assert {"systemd-sysv", "udev", "grub-pc-bin"} <= packages
     kernel = {p["name"] for p in result["metadata"]["tree"]["org.osbuild.apt"]["packages"]}
     assert "linux-image-amd64" in kernel
-    booted = boot(image, tmp_path / "console.log")
+    booted = boot(image, tmp_path / "console.log", "--login", "root:osbuild")
     assert booted.returncode == 0, booted.stdout + booted.stderr
-    assert "PASS" in booted.stdout and "running" in booted.stdout
+    assert "PASS" in booted.stdout and "running" in booted.stdout and "root logged in" in booted.stdout
+    refused = boot(image, tmp_path / "refused.log", "--login", "root:not-the-password")
+    assert refused.returncode == 1 and "login as root failed" in refused.stdout, refused.stdout + refused.stderr
     again = build_json(locked_sample, shared_store, "--output-directory", str(tmp_path / "out2"), "--export", "assembler")
     statuses = {s["status"] for p in again["pipelines"].values() for s in p["stages"]}
     assert statuses == {"cached"}

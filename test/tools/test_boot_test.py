@@ -180,3 +180,19 @@ def test_a_disk_that_does_not_boot_times_out_and_stays_unchanged(tmp_path):
     assert log.exists()
     assert hashlib.sha256(image.read_bytes()).hexdigest() == before
     assert not subprocess.run(["pgrep", "-f", f"file={image}"], capture_output=True, check=False).stdout
+
+
+def test_login_needs_user_and_password():
+    assert bt.credentials("root:osbuild") == ("root", "osbuild")
+    assert bt.credentials("root:") == ("root", "")
+    for bad in ("root", ":pw"):
+        with pytest.raises(bt.argparse.ArgumentTypeError):
+            bt.credentials(bad)
+
+
+def test_a_login_makes_the_serial_line_a_socket_logged_to_the_file():
+    argv = bt.qemu_command("/i.qcow2", "qcow2", "/tmp/con,sole.log", 1024, [], socket_path="/tmp/s/serial")
+    chardev = argv[argv.index("-chardev") + 1]
+    assert chardev.startswith("socket,id=serial0,path=/tmp/s/serial,server=on,wait=off,")
+    assert "logfile=/tmp/con,,sole.log" in chardev
+    assert argv[argv.index("-serial") + 1] == "chardev:serial0"
