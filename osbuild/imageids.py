@@ -56,13 +56,21 @@ def crc32c(data: bytes) -> int:
 
 
 def pin_vmdk(f: BinaryIO, seed: str) -> None:
+    # qemu prints the CID without leading zeros, so its length varies: rewrite the
+    # descriptor text in its region (from the sparse extent header), zero-padded.
     f.seek(0)
-    head = f.read(64 * 1024)
-    match = re.search(rb"\nCID=([0-9a-f]{8})\n", head)
-    if match is None:
+    header = f.read(512)
+    if header[:4] != b"KDMV":
+        raise ValueError("no vmdk sparse extent header")
+    offset, size = struct.unpack_from("<QQ", header, 28)
+    f.seek(offset * 512)
+    region = f.read(size * 512)
+    text = region.rstrip(b"\0")
+    pinned, count = re.subn(rb"\nCID=[0-9a-f]{1,8}\n", b"\nCID=" + derived(seed, "vmdk-cid").hex[:8].encode() + b"\n", text)
+    if count != 1 or len(pinned) > len(region):
         raise ValueError("no CID in the vmdk descriptor")
-    f.seek(match.start(1))
-    f.write(derived(seed, "vmdk-cid").hex[:8].encode())
+    f.seek(offset * 512)
+    f.write(pinned + bytes(len(region) - len(pinned)))
 
 
 def pin_vdi(f: BinaryIO, seed: str) -> None:
