@@ -83,28 +83,38 @@ def shared_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 _exported: dict[str, Path] = {}
+_export_dirs: list[Path] = []
 
 
-def export_tree(stages: list[dict[str, Any]], store: Path, tmp: Path, build: dict[str, Any] | None = None,
+@pytest.fixture(scope="session", autouse=True)
+def export_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Where export_tree keeps its trees for the whole session. Not a test's tmp_path: pytest
+    removes that when the test passes, and later tests reuse the exports."""
+    path = tmp_path_factory.mktemp("exports")
+    _export_dirs.append(path)
+    yield path
+    _export_dirs.remove(path)
+
+
+def export_tree(stages: list[dict[str, Any]], store: Path, build: dict[str, Any] | None = None,
                 sources: dict[str, Any] | None = None, source_epoch: int | None = None) -> Path:
     """The tree a list of stages builds, exported once per session for each distinct manifest."""
     manifest = manifest_of(stages, build=build, sources=sources, source_epoch=source_epoch)
     key = json.dumps([manifest, str(store)], sort_keys=True)
-    if key not in _exported or not _exported[key].exists():
-        out = tmp / f"export-{len(_exported)}"
-        _exported[key] = build_tree(manifest, store, out)
+    if key not in _exported:
+        _exported[key] = build_tree(manifest, store, _export_dirs[-1] / f"export-{len(_exported)}")
     return _exported[key]
 
 
-def stage_changes(base: list[dict[str, Any]], added: list[dict[str, Any]], store: Path, tmp: Path,
+def stage_changes(base: list[dict[str, Any]], added: list[dict[str, Any]], store: Path,
                   build: dict[str, Any] | None = None, sources: dict[str, Any] | None = None,
                   source_epoch: int | None = None) -> dict[str, Any]:
     """What `added` stages change in the tree `base` stages build: a tree diff with text.
 
     With `source_epoch`, both trees are built with it (so the base is a tree of its own in the store).
     """
-    before = export_tree(base, store, tmp, build, sources, source_epoch)
-    after = export_tree(base + added, store, tmp, build, sources, source_epoch)
+    before = export_tree(base, store, build, sources, source_epoch)
+    after = export_tree(base + added, store, build, sources, source_epoch)
     return diff(str(before), str(after), text=True)
 
 
@@ -176,19 +186,19 @@ class DebianBase:
         """The manifest of the base plus `added` stages (whose packages, if any, are in `sources`)."""
         return manifest_of(self.stages + (added or []), sources=self.with_sources(sources), source_epoch=SOURCE_EPOCH)
 
-    def export(self, added: list[dict[str, Any]], store: Path, tmp: Path, sources: dict[str, Any] | None = None) -> Path:
+    def export(self, added: list[dict[str, Any]], store: Path, sources: dict[str, Any] | None = None) -> Path:
         """The tree of the base plus `added` stages, exported once per session."""
-        return export_tree(self.stages + added, store, tmp, sources=self.with_sources(sources), source_epoch=SOURCE_EPOCH)
+        return export_tree(self.stages + added, store, sources=self.with_sources(sources), source_epoch=SOURCE_EPOCH)
 
-    def tree(self, store: Path, tmp: Path) -> Path:
+    def tree(self, store: Path) -> Path:
         """The base tree, exported."""
-        return self.export([], store, tmp)
+        return self.export([], store)
 
-    def changes(self, added: list[dict[str, Any]], store: Path, tmp: Path, sources: dict[str, Any] | None = None,
+    def changes(self, added: list[dict[str, Any]], store: Path, sources: dict[str, Any] | None = None,
                 on: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         """What `added` stages change in the base tree, or in the tree of the base plus the stages `on`."""
-        before = self.export(on or [], store, tmp, sources)
-        return diff(str(before), str(self.export([*(on or []), *added], store, tmp, sources)), text=True)
+        before = self.export(on or [], store, sources)
+        return diff(str(before), str(self.export([*(on or []), *added], store, sources)), text=True)
 
     def failure(self, added: list[dict[str, Any]], store: Path, sources: dict[str, Any] | None = None) -> str:
         """The engine's report of `added` failing on the base tree."""

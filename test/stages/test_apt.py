@@ -56,12 +56,12 @@ def test_apt_adds_the_packages_files_and_dpkgs_records(debian_base, hello, share
     assert deb["name"] == "hello"
     url = hello["sources"]["org.osbuild.files"]["urls"][deb["checksum"]]["url"]
     files = package_files(url, deb["checksum"], tmp_path)
-    base = debian_base.tree(shared_store, tmp_path)
+    base = debian_base.tree(shared_store)
     # The package's directories that the base has already (/usr, /usr/share/doc, ...) do not change.
     expected = {path: entry for path, entry in files.items() if not os.path.lexists(base / path.lstrip("/"))}
     assert expected["/usr/bin/hello"]["mode"] == "0755"
 
-    changes = debian_base.changes([stage], shared_store, tmp_path, sources=hello["sources"])
+    changes = debian_base.changes([stage], shared_store, sources=hello["sources"])
     # dpkg's records of the package; no log, no cache, no policy-rc.d, no staged .deb stay behind.
     expected["/var/lib/dpkg/info/hello.list"] = {"type": "file"}
     expected["/var/lib/dpkg/info/hello.md5sums"] = {"type": "file"}

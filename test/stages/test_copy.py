@@ -25,13 +25,13 @@ def copy(*files: dict[str, Any]) -> dict[str, Any]:
     return {"name": STAGE, "options": {"files": list(files)}}
 
 
-def test_copy_text_and_binary_files(shared_store, tmp_path):
+def test_copy_text_and_binary_files(shared_store):
     stage = copy(
         {"path": "/etc/issue", "text": "Welcome\n"},
         {"path": "/usr/local/bin/hello", "text": "#!/bin/sh\necho hello\n", "mode": 0o755},
         {"path": "/srv/data/blob", "base64": base64.b64encode(BINARY).decode(), "mode": 0o600, "uid": 1000, "gid": 100},
     )
-    changes = stage_changes(base_stages(), [stage], shared_store, tmp_path)
+    changes = stage_changes(base_stages(), [stage], shared_store)
     assert_changes(changes, {"added": {
         "/etc/issue": {"type": "file", "mode": "0644", "uid": 0, "gid": 0, "text": "Welcome\n"},
         "/usr": {"type": "dir", "mode": "0755"},
@@ -45,19 +45,19 @@ def test_copy_text_and_binary_files(shared_store, tmp_path):
     }})
 
 
-def test_copy_replaces_files_and_symlinks(shared_store, tmp_path):
+def test_copy_replaces_files_and_symlinks(shared_store):
     stage = copy({"path": "/etc/motd", "text": "new\n", "mode": 0o640},
                  {"path": "/etc/systemd/system/gone.service", "text": "[Unit]\n"})
-    changes = stage_changes(base_stages(), [stage], shared_store, tmp_path)
+    changes = stage_changes(base_stages(), [stage], shared_store)
     assert_changes(changes, {"changed": {
         "/etc/motd": {"mode": ["0644", "0640"], "lines": {"removed": ["old"], "added": ["new"]}},
         "/etc/systemd/system/gone.service": {"type": ["symlink", "file"], "target": ["/dev/null", None]},
     }})
 
 
-def test_setuid_bit_survives_the_owner_change(shared_store, tmp_path):
+def test_setuid_bit_survives_the_owner_change(shared_store):
     stage = copy({"path": "/usr/bin/tool", "text": "#!/bin/sh\n", "mode": 0o4755, "uid": 0, "gid": 50})
-    changes = stage_changes(base_stages(), [stage], shared_store, tmp_path)
+    changes = stage_changes(base_stages(), [stage], shared_store)
     assert changes["added"]["/usr/bin/tool"]["mode"] == "4755"
     assert changes["added"]["/usr/bin/tool"]["gid"] == 50
 

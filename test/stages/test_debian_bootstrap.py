@@ -28,15 +28,15 @@ def locked(debian_base) -> set[tuple[str, str, str]]:
     return {(deb["name"], deb["version"], deb["arch"]) for deb in debian_base.stages[0]["options"]["debs"]}
 
 
-def test_tree_has_exactly_the_locked_packages(debian_base, shared_store, tmp_path):
-    tree = debian_base.tree(shared_store, tmp_path)
+def test_tree_has_exactly_the_locked_packages(debian_base, shared_store):
+    tree = debian_base.tree(shared_store)
     assert installed(tree) == locked(debian_base)
     # The request's packages are among them.
     assert {"systemd", "apt", "base-files"} <= {name for name, _, _ in installed(tree)}
 
 
-def test_image_apt_points_at_the_mirror(debian_base, shared_store, tmp_path):
-    tree = debian_base.tree(shared_store, tmp_path)
+def test_image_apt_points_at_the_mirror(debian_base, shared_store):
+    tree = debian_base.tree(shared_store)
     sources = debian_base.stages[0]["options"]["apt_sources"]
     assert (tree / "etc/apt/sources.list").read_text() == SOURCES_LIST_HEADER + "".join(f"{line}\n" for line in sources)
     # Nothing of the build's local repository is left: no other source, no index, no package file.

@@ -20,7 +20,7 @@ def fstab(*filesystems: dict[str, Any]) -> dict[str, Any]:
     return {"name": STAGE, "options": {"filesystems": list(filesystems)}}
 
 
-def test_fstab_lines(shared_store, tmp_path):
+def test_fstab_lines(shared_store):
     stage = fstab(
         {"uuid": ROOT_UUID, "path": "/", "vfs_type": "ext4", "options": "errors=remount-ro", "passno": 1},
         {"uuid": "7B77-95E7", "path": "/boot/efi", "vfs_type": "vfat", "options": "umask=0077", "passno": 2},
@@ -28,7 +28,7 @@ def test_fstab_lines(shared_store, tmp_path):
         {"device": "/dev/vdb", "path": "none", "vfs_type": "swap", "options": "sw"},
         {"device": "tmpfs", "path": "/tmp", "vfs_type": "tmpfs"},
     )
-    changes = stage_changes(base_stages(), [stage], shared_store, tmp_path)
+    changes = stage_changes(base_stages(), [stage], shared_store)
     assert_changes(changes, {"added": {"/etc/fstab": {"type": "file", "mode": "0644", "uid": 0, "text": (
         f"UUID={ROOT_UUID}\t/\text4\terrors=remount-ro\t0\t1\n"
         "UUID=7B77-95E7\t/boot/efi\tvfat\tumask=0077\t0\t2\n"
@@ -38,11 +38,11 @@ def test_fstab_lines(shared_store, tmp_path):
     )}}})
 
 
-def test_fstab_replaces_the_old_table(shared_store, tmp_path):
+def test_fstab_replaces_the_old_table(shared_store):
     old = {"name": "org.osbuild.copy", "options": {"files": [
         {"path": "/etc/fstab", "text": "# UNCONFIGURED FSTAB FOR BASE SYSTEM\n"}]}}
     changes = stage_changes([*base_stages(), old], [fstab({"label": "root", "path": "/", "vfs_type": "ext4"})],
-                            shared_store, tmp_path)
+                            shared_store)
     assert_changes(changes, {"changed": {"/etc/fstab": {"lines": {
         "removed": ["# UNCONFIGURED FSTAB FOR BASE SYSTEM"], "added": ["LABEL=root\t/\text4\tdefaults\t0\t0"]}}}})
 

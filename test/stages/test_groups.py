@@ -28,8 +28,8 @@ def groups(**entries: dict[str, Any]) -> dict[str, Any]:
     return {"name": STAGE, "options": {"groups": entries}}
 
 
-def test_new_groups(shared_store, tmp_path):
-    changes = stage_changes(base_stages(), [groups(docker={"gid": 998}, developers={})], shared_store, tmp_path)
+def test_new_groups(shared_store):
+    changes = stage_changes(base_stages(), [groups(docker={"gid": 998}, developers={})], shared_store)
     assert_changes(changes, {
         # Each groupadd keeps the previous file: here, the one after the first group.
         "added": {"/etc/group-": {"text": GROUP + "developers:x:1000:\n"},
@@ -42,10 +42,10 @@ def test_new_groups(shared_store, tmp_path):
     })
 
 
-def test_existing_group_gets_the_given_gid_or_is_left_alone(shared_store, tmp_path):
-    kept = stage_changes(base_stages(), [groups(wheel={"gid": 10}, root={})], shared_store, tmp_path)
+def test_existing_group_gets_the_given_gid_or_is_left_alone(shared_store):
+    kept = stage_changes(base_stages(), [groups(wheel={"gid": 10}, root={})], shared_store)
     assert_changes(kept, {})
-    moved = stage_changes(base_stages(), [groups(wheel={"gid": 11})], shared_store, tmp_path)
+    moved = stage_changes(base_stages(), [groups(wheel={"gid": 11})], shared_store)
     assert_changes(moved, {
         "added": {"/etc/group-": {"text": GROUP}},
         "changed": {"/etc/group": {"lines": {"removed": ["wheel:x:10:"], "added": ["wheel:x:11:"]}}},
@@ -75,9 +75,9 @@ def test_bad_options_are_rejected_before_anything_runs(shared_store, options, pa
     assert_rejected(STAGE, options, path, shared_store)
 
 
-def test_groups_on_debian(debian_base, shared_store, tmp_path):
+def test_groups_on_debian(debian_base, shared_store):
     """A group without a gid gets the first free one from Debian's login.defs (GID_MIN 1000)."""
-    changes = debian_base.changes([groups(docker={}, render={"gid": 990}, sudo={"gid": 27})], shared_store, tmp_path)
+    changes = debian_base.changes([groups(docker={}, render={"gid": 990}, sudo={"gid": 27})], shared_store)
     assert_changes(changes, {"changed": {
         # sudo has gid 27 already: left alone.
         "/etc/group": {"lines": {"removed": [], "added": ["docker:x:1000:", "render:x:990:"]}},

@@ -75,8 +75,8 @@ def with_grub_pc_bin(debian_base) -> tuple[list[dict[str, Any]], dict[str, Any]]
 
 def test_grub_on_debian_with_grub_pc_bin(debian_base, with_grub_pc_bin, shared_store, tmp_path):
     added, sources = with_grub_pc_bin
-    before = debian_base.export(added, shared_store, tmp_path, sources=sources)
-    changes = debian_base.changes([grub2(kernel_opts="console=ttyS0,115200")], shared_store, tmp_path,
+    before = debian_base.export(added, shared_store, sources=sources)
+    changes = debian_base.changes([grub2(kernel_opts="console=ttyS0,115200")], shared_store,
                                   sources=sources, on=added)
 
     # Every module and list of the tree's grub-pc-bin, byte for byte; none of its images or tools.
@@ -96,12 +96,12 @@ def test_grub_on_debian_with_grub_pc_bin(debian_base, with_grub_pc_bin, shared_s
     assert_grub_reads(config, tmp_path)
 
 
-def test_debians_kernel_links_are_used_when_present(debian_base, with_grub_pc_bin, shared_store, tmp_path):
+def test_debians_kernel_links_are_used_when_present(debian_base, with_grub_pc_bin, shared_store):
     added, sources = with_grub_pc_bin
     # What linux-base's postinst makes when a kernel is installed.
     links = {"name": "org.osbuild.script", "options": {"script": (
         f"ln -s boot/vmlinuz-{OLD} /vmlinuz\nln -s boot/initrd.img-{OLD} /initrd.img\n")}}
-    changes = debian_base.changes([grub2(legacy=False, timeout=0)], shared_store, tmp_path, sources=sources,
+    changes = debian_base.changes([grub2(legacy=False, timeout=0)], shared_store, sources=sources,
                                   on=[*added, links])
     # The links, not the newest kernel in /boot: kernel upgrades in the image keep booting.
     assert_changes(changes, {"added": {
@@ -132,7 +132,7 @@ def test_tree_without_grub_modules_fails_clearly(shared_store):
 
 def test_without_modules_only_the_configuration_is_written(shared_store, tmp_path):
     stage = grub2(legacy=False, terminal=["console"], title="My OS", kernel_opts="quiet")
-    changes = stage_changes(bare(kernel_files(NEW)), [stage], shared_store, tmp_path)
+    changes = stage_changes(bare(kernel_files(NEW)), [stage], shared_store)
     config = changes["added"]["/boot/grub/grub.cfg"]["text"]
     assert_changes(changes, {"added": {"/boot/grub": {}, "/boot/grub/grub.cfg": {}, "/etc/default": {"mode": "0755"},
                                        "/etc/default/grub": {}}})

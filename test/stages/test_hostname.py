@@ -35,16 +35,16 @@ def hostname(name: str) -> dict[str, Any]:
     return {"name": STAGE, "options": {"hostname": name}}
 
 
-def test_hostname_on_debian_sets_the_127_0_1_1_line(shared_store, tmp_path):
-    changes = stage_changes(base_stages(), [hostname("box")], shared_store, tmp_path)
+def test_hostname_on_debian_sets_the_127_0_1_1_line(shared_store):
+    changes = stage_changes(base_stages(), [hostname("box")], shared_store)
     assert_changes(changes, {
         "added": {"/etc/hostname": {"type": "file", "text": "box\n", "mode": "0644", "uid": 0, "gid": 0}},
         "changed": {"/etc/hosts": {"lines": {"removed": ["127.0.1.1\told"], "added": ["127.0.1.1\tbox"]}}},
     })
 
 
-def test_dotted_name_lists_full_then_short_name(shared_store, tmp_path):
-    changes = stage_changes(base_stages(), [hostname("box.example.com")], shared_store, tmp_path)
+def test_dotted_name_lists_full_then_short_name(shared_store):
+    changes = stage_changes(base_stages(), [hostname("box.example.com")], shared_store)
     assert_changes(changes, {
         "added": {"/etc/hostname": {"text": "box.example.com\n"}},
         "changed": {"/etc/hosts": {"lines": {"removed": ["127.0.1.1\told"],
@@ -52,18 +52,18 @@ def test_dotted_name_lists_full_then_short_name(shared_store, tmp_path):
     })
 
 
-def test_missing_127_0_1_1_line_goes_after_localhost(shared_store, tmp_path):
+def test_missing_127_0_1_1_line_goes_after_localhost(shared_store):
     base = [*base_stages(), {"name": "org.osbuild.copy", "options": {"files": [
         {"path": "/etc/hosts", "text": "127.0.0.1 localhost\n::1 localhost\n"}]}}]
-    changes = stage_changes(base, [hostname("box")], shared_store, tmp_path)
+    changes = stage_changes(base, [hostname("box")], shared_store)
     assert_changes(changes, {
         "added": {"/etc/hostname": {"text": "box\n"}},
         "changed": {"/etc/hosts": {"lines": {"removed": [], "added": ["127.0.1.1\tbox"]}}},
     })
 
 
-def test_other_distributions_keep_their_hosts_file(shared_store, tmp_path):
-    changes = stage_changes(other_distribution_stages(), [hostname("box")], shared_store, tmp_path)
+def test_other_distributions_keep_their_hosts_file(shared_store):
+    changes = stage_changes(other_distribution_stages(), [hostname("box")], shared_store)
     assert_changes(changes, {"added": {"/etc/hostname": {"text": "box\n"}}})
 
 
@@ -82,9 +82,9 @@ def test_bad_options_are_rejected_before_anything_runs(shared_store, options, pa
     assert_rejected(STAGE, options, path, shared_store)
 
 
-def test_hostname_on_a_debian_tree_writes_hosts(debian_base, shared_store, tmp_path):
+def test_hostname_on_a_debian_tree_writes_hosts(debian_base, shared_store):
     """No package ships /etc/hosts: a bootstrapped tree gets the one Debian's installer would write."""
-    changes = debian_base.changes([hostname("box.example.com")], shared_store, tmp_path)
+    changes = debian_base.changes([hostname("box.example.com")], shared_store)
     assert_changes(changes, {"added": {
         "/etc/hostname": {"text": "box.example.com\n", "mode": "0644", "uid": 0},
         "/etc/hosts": {"mode": "0644", "uid": 0, "text": (
@@ -98,7 +98,7 @@ def test_hostname_on_a_debian_tree_writes_hosts(debian_base, shared_store, tmp_p
     }})
 
 
-def test_hosts_that_is_a_symlink_is_left_alone(debian_base, shared_store, tmp_path):
+def test_hosts_that_is_a_symlink_is_left_alone(debian_base, shared_store):
     link = {"name": "org.osbuild.script", "options": {"script": "ln -s /run/hosts /etc/hosts\n"}}
-    changes = debian_base.changes([hostname("box")], shared_store, tmp_path, on=[link])
+    changes = debian_base.changes([hostname("box")], shared_store, on=[link])
     assert_changes(changes, {"added": {"/etc/hostname": {"text": "box\n"}}})

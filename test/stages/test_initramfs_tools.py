@@ -51,9 +51,9 @@ def initramfs_names(path: Path) -> list[str]:
     return cpio_names(data)
 
 
-def test_settings_without_a_kernel(shared_store, tmp_path):
+def test_settings_without_a_kernel(shared_store):
     stage = initramfs_tools(modules="list", include=VM_MODULES, compress="zstd", fstype="ext4")
-    changes = stage_changes(base_stages(), [stage], shared_store, tmp_path)
+    changes = stage_changes(base_stages(), [stage], shared_store)
     assert_changes(changes, {"added": {
         "/etc/initramfs-tools": {"type": "dir", "mode": "0755"},
         "/etc/initramfs-tools/conf.d": {"type": "dir", "mode": "0755"},
@@ -63,8 +63,8 @@ def test_settings_without_a_kernel(shared_store, tmp_path):
     }})
 
 
-def test_only_given_settings_are_written(shared_store, tmp_path):
-    changes = stage_changes(base_stages(), [initramfs_tools(modules="dep")], shared_store, tmp_path)
+def test_only_given_settings_are_written(shared_store):
+    changes = stage_changes(base_stages(), [initramfs_tools(modules="dep")], shared_store)
     assert_changes(changes, {"added": {
         "/etc/initramfs-tools": {}, "/etc/initramfs-tools/conf.d": {},
         "/etc/initramfs-tools/conf.d/osbuild.conf": {"text": CONF_HEADER + "MODULES=dep\n"},
@@ -78,7 +78,7 @@ def test_kernel_without_initramfs_tools_fails_clearly(shared_store):
             "install initramfs-tools before this stage") in report
 
 
-def test_installed_kernel_gets_a_rebuilt_initramfs(debian_base, shared_store, tmp_path):
+def test_installed_kernel_gets_a_rebuilt_initramfs(debian_base, shared_store):
     """Configured first, the kernel's install builds the small initramfs; the stage run again rebuilds it.
 
     Installs Debian's kernel from the mirror (about 70 MB): the slowest test of the stages.
@@ -86,7 +86,7 @@ def test_installed_kernel_gets_a_rebuilt_initramfs(debian_base, shared_store, tm
     lock = debian_base.lock_apt(["initramfs-tools", "zstd"], ["linux-image-amd64"])
     first = initramfs_tools(modules="list", include=VM_MODULES, compress="zstd", fstype="ext4")
     with_kernel = [first, *lock["pipeline"]["stages"][1:]]
-    before = debian_base.export(with_kernel, shared_store, tmp_path, sources=lock["sources"])
+    before = debian_base.export(with_kernel, shared_store, sources=lock["sources"])
     [version] = [p.name for p in (before / "usr/lib/modules").iterdir()]
     initrd = f"/boot/initrd.img-{version}"
     old = initramfs_names(before / initrd.lstrip("/"))
@@ -94,7 +94,7 @@ def test_installed_kernel_gets_a_rebuilt_initramfs(debian_base, shared_store, tm
     assert not any(name.endswith("/nvme.ko") for name in old)
 
     again = initramfs_tools(modules="list", include=[*VM_MODULES, "nvme"], compress="zstd", fstype="ext4")
-    after = debian_base.export([*with_kernel, again], shared_store, tmp_path, sources=lock["sources"])
+    after = debian_base.export([*with_kernel, again], shared_store, sources=lock["sources"])
     new = initramfs_names(after / initrd.lstrip("/"))
     assert any(name.endswith("/nvme.ko") for name in new)
     assert set(old) <= set(new)

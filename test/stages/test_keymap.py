@@ -46,8 +46,8 @@ def keyboard(model: str, layout: str, variant: str = "", options: str = "") -> s
     ("de-latin1", keyboard("pc105", "de")),
     ("pl2", keyboard("pc105", "pl")),
 ])
-def test_keymap_on_debian(shared_store, tmp_path, name, expected):
-    changes = stage_changes(base_stages(), [keymap(name)], shared_store, tmp_path)
+def test_keymap_on_debian(shared_store, name, expected):
+    changes = stage_changes(base_stages(), [keymap(name)], shared_store)
     assert_changes(changes, {"added": {
         "/etc/vconsole.conf": {"type": "file", "text": f"KEYMAP={name}\n", "mode": "0644", "uid": 0},
         "/etc/default": {"type": "dir", "mode": "0755"},
@@ -55,13 +55,13 @@ def test_keymap_on_debian(shared_store, tmp_path, name, expected):
     }})
 
 
-def test_keymap_keeps_other_settings(shared_store, tmp_path):
+def test_keymap_keeps_other_settings(shared_store):
     existing = {"name": "org.osbuild.copy", "options": {"files": [
         {"path": "/etc/vconsole.conf", "text": "KEYMAP=us\nFONT=eurlatgr\n"},
         {"path": "/etc/default/keyboard", "text": "# KEYBOARD CONFIGURATION FILE\n\nXKBMODEL=\"pc105\"\n"
                                                   "XKBLAYOUT=\"us\"\nXKBVARIANT=\"\"\nXKBOPTIONS=\"\"\n\nBACKSPACE=\"guess\"\n"},
     ]}}
-    changes = stage_changes([*base_stages(), existing], [keymap("uk")], shared_store, tmp_path)
+    changes = stage_changes([*base_stages(), existing], [keymap("uk")], shared_store)
     assert_changes(changes, {"changed": {
         "/etc/vconsole.conf": {"lines": {"removed": ["KEYMAP=us"], "added": ["KEYMAP=uk"]}},
         "/etc/default/keyboard": {"lines": {"removed": ['XKBLAYOUT="us"'], "added": ['XKBLAYOUT="gb"']}},
@@ -70,15 +70,15 @@ def test_keymap_keeps_other_settings(shared_store, tmp_path):
 
 @pytest.mark.skipif(not os.path.isfile("/usr/share/systemd/kbd-model-map"),
                     reason="the build root (the host) has no systemd keymap table")
-def test_tree_without_a_table_uses_the_build_roots(shared_store, tmp_path):
+def test_tree_without_a_table_uses_the_build_roots(shared_store):
     base = [{"name": "org.osbuild.copy", "options": {"files": [{"path": "/etc/debian_version", "text": "12.0\n"}]}}]
-    changes = stage_changes(base, [keymap("uk")], shared_store, tmp_path)
+    changes = stage_changes(base, [keymap("uk")], shared_store)
     # The rule alone would give layout "uk"; systemd's table says "gb".
     assert 'XKBLAYOUT="gb"' in changes["added"]["/etc/default/keyboard"]["text"].splitlines()
 
 
-def test_other_distributions_get_only_vconsole_conf(shared_store, tmp_path):
-    changes = stage_changes(other_distribution_stages(), [keymap("de-latin1")], shared_store, tmp_path)
+def test_other_distributions_get_only_vconsole_conf(shared_store):
+    changes = stage_changes(other_distribution_stages(), [keymap("de-latin1")], shared_store)
     assert_changes(changes, {"added": {"/etc/vconsole.conf": {"text": "KEYMAP=de-latin1\n"}}})
 
 
@@ -93,9 +93,9 @@ def test_bad_options_are_rejected_before_anything_runs(shared_store, options, pa
     assert_rejected(STAGE, options, path, shared_store)
 
 
-def test_keymap_on_a_debian_tree(debian_base, shared_store, tmp_path):
+def test_keymap_on_a_debian_tree(debian_base, shared_store):
     """The tree's own systemd table decides the X11 settings: for this keymap it adds an XKB option."""
-    changes = debian_base.changes([keymap("de-latin1-nodeadkeys")], shared_store, tmp_path)
+    changes = debian_base.changes([keymap("de-latin1-nodeadkeys")], shared_store)
     assert_changes(changes, {"added": {
         "/etc/vconsole.conf": {"text": "KEYMAP=de-latin1-nodeadkeys\n", "mode": "0644"},
         "/etc/default/keyboard": {"text": keyboard("pc105", "de", "nodeadkeys", "terminate:ctrl_alt_bksp"), "mode": "0644"},

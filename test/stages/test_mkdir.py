@@ -22,10 +22,10 @@ def mkdir(*paths: dict[str, Any]) -> dict[str, Any]:
     return {"name": STAGE, "options": {"paths": list(paths)}}
 
 
-def test_mkdir_modes_and_parents(shared_store, tmp_path):
+def test_mkdir_modes_and_parents(shared_store):
     stage = mkdir({"path": "/data"}, {"path": "/var/lib/app", "parents": True, "mode": 0o700},
                   {"path": "/data/drop", "mode": 0o1777})
-    changes = stage_changes(base_stages(), [stage], shared_store, tmp_path)
+    changes = stage_changes(base_stages(), [stage], shared_store)
     assert_changes(changes, {"added": {
         "/data": {"type": "dir", "mode": "0755", "uid": 0, "gid": 0},
         "/data/drop": {"type": "dir", "mode": "1777"},
@@ -35,11 +35,11 @@ def test_mkdir_modes_and_parents(shared_store, tmp_path):
     }})
 
 
-def test_exist_ok_keeps_directory_and_sets_only_a_given_mode(shared_store, tmp_path):
-    kept = stage_changes(base_stages(), [mkdir({"path": "/srv", "exist_ok": True})], shared_store, tmp_path)
+def test_exist_ok_keeps_directory_and_sets_only_a_given_mode(shared_store):
+    kept = stage_changes(base_stages(), [mkdir({"path": "/srv", "exist_ok": True})], shared_store)
     assert_changes(kept, {})
     changed = stage_changes(base_stages(), [mkdir({"path": "/srv", "exist_ok": True, "mode": 0o750})],
-                            shared_store, tmp_path)
+                            shared_store)
     assert_changes(changed, {"changed": {"/srv": {"mode": ["0755", "0750"]}}})
 
 

@@ -40,14 +40,14 @@ def script(text: str) -> dict[str, Any]:
     return {"name": STAGE, "options": {"script": text}}
 
 
-def test_script_runs_with_the_tree_as_root(shared_store, tmp_path):
+def test_script_runs_with_the_tree_as_root(shared_store):
     text = (
         'echo "hello from $(cd / && echo root)" > /etc/motd\n'
         # The engine's arguments arrive on the stage's stdin; the script must get nothing there.
         "if read -r line; then echo \"$line\" > /etc/stdin; else echo empty > /etc/stdin; fi\n"
         "test -f /bin/sh && echo yes > /etc/has-sh\n"
     )
-    changes = stage_changes(base_stages(), [script(text)], shared_store, tmp_path)
+    changes = stage_changes(base_stages(), [script(text)], shared_store)
     # Exactly these files: the script itself (/.osbuild-script) is gone afterwards.
     assert_changes(changes, {"added": {
         "/etc/motd": {"type": "file", "text": "hello from root\n", "uid": 0},
@@ -78,14 +78,14 @@ def test_bad_options_are_rejected_before_anything_runs(shared_store, options, pa
     assert_rejected(STAGE, options, path, shared_store)
 
 
-def test_script_with_debians_tools(debian_base, shared_store, tmp_path):
+def test_script_with_debians_tools(debian_base, shared_store):
     """The script runs the tree's own dpkg and adduser, against the tree's own database and account files."""
     base_files = next(deb for deb in debian_base.stages[0]["options"]["debs"] if deb["name"] == "base-files")
     text = (
         "dpkg-query --show --showformat='${Version}\\n' base-files > /etc/base-files-version\n"
         "adduser --system --group --home /var/lib/svc svc\n"
     )
-    changes = debian_base.changes([script(text)], shared_store, tmp_path)
+    changes = debian_base.changes([script(text)], shared_store)
     assert_changes(changes, {
         "added": {
             "/etc/base-files-version": {"text": base_files["version"] + "\n"},

@@ -33,9 +33,9 @@ def systemd(**options: Any) -> dict[str, Any]:
     return {"name": STAGE, "options": options}
 
 
-def test_enable_units_and_set_default_target(shared_store, tmp_path):
+def test_enable_units_and_set_default_target(shared_store):
     stage = systemd(enabled_services=["demo.service", "getty@tty1.service"], default_target="graphical.target")
-    changes = stage_changes(base_stages(), [stage], shared_store, tmp_path)
+    changes = stage_changes(base_stages(), [stage], shared_store)
     assert_changes(changes, {"added": {
         "/etc/systemd": {"type": "dir"},
         "/etc/systemd/system": {"type": "dir"},
@@ -48,10 +48,10 @@ def test_enable_units_and_set_default_target(shared_store, tmp_path):
     }})
 
 
-def test_disable_and_mask(shared_store, tmp_path):
+def test_disable_and_mask(shared_store):
     base = [*base_stages(), systemd(enabled_services=["demo.service", "other.service"])]
     stage = systemd(disabled_services=["other.service"], masked_services=["demo.service", "absent.service"])
-    changes = stage_changes(base, [stage], shared_store, tmp_path)
+    changes = stage_changes(base, [stage], shared_store)
     assert_changes(changes, {
         "removed": {"/etc/systemd/system/multi-user.target.wants/other.service": {"type": "symlink"}},
         # Masking links the unit to /dev/null; it needs no unit file, and leaves the enablement links.
@@ -80,11 +80,11 @@ def test_bad_options_are_rejected_before_anything_runs(shared_store, options, pa
     assert_rejected(STAGE, options, path, shared_store)
 
 
-def test_units_debian_ships(debian_base, shared_store, tmp_path):
+def test_units_debian_ships(debian_base, shared_store):
     """Debian's units live in /lib/systemd/system; enabling one follows its Also= and Alias= lines."""
     stage = systemd(enabled_services=["systemd-networkd.service"], disabled_services=["e2scrub_reap.service"],
                     masked_services=["apt-daily.timer"], default_target="multi-user.target")
-    changes = debian_base.changes([stage], shared_store, tmp_path)
+    changes = debian_base.changes([stage], shared_store)
     lib = "/lib/systemd/system"
     etc = "/etc/systemd/system"
     assert_changes(changes, {

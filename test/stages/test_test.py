@@ -17,8 +17,8 @@ def boot_report(**options: Any) -> dict[str, Any]:
     return {"name": STAGE, "options": options}
 
 
-def test_service_is_installed_and_enabled(debian_base, shared_store, tmp_path):
-    changes = debian_base.changes([boot_report()], shared_store, tmp_path)
+def test_service_is_installed_and_enabled(debian_base, shared_store):
+    changes = debian_base.changes([boot_report()], shared_store)
     added = changes["added"]
     assert_changes(changes, {"added": {
         SCRIPT: {"type": "file", "mode": "0755", "uid": 0},
@@ -36,7 +36,7 @@ def test_service_is_installed_and_enabled(debian_base, shared_store, tmp_path):
     assert "poweroff" not in script
 
     # systemd itself sees the unit as enabled in the tree.
-    tree = debian_base.export([boot_report()], shared_store, tmp_path)
+    tree = debian_base.export([boot_report()], shared_store)
     state = subprocess.run(["systemctl", f"--root={tree}", "is-enabled", UNIT], capture_output=True, text=True, check=False)
     assert state.stdout.strip() == "enabled", state.stdout + state.stderr
 
@@ -44,7 +44,7 @@ def test_service_is_installed_and_enabled(debian_base, shared_store, tmp_path):
 def test_report_and_poweroff(shared_store, tmp_path):
     """The installed script, run by the host's sh with a stand-in systemctl that describes a degraded boot."""
     tree = export_tree([{"name": "org.osbuild.mkdir", "options": {"paths": [{"path": "/etc"}]}}, boot_report(poweroff=True)],
-                       shared_store, tmp_path)
+                       shared_store)
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     calls = tmp_path / "calls"

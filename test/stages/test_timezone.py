@@ -28,24 +28,24 @@ def timezone(zone: str) -> dict[str, Any]:
     return {"name": STAGE, "options": {"zone": zone}}
 
 
-def test_timezone_on_debian(shared_store, tmp_path):
-    changes = stage_changes(base_stages(), [timezone("Europe/Berlin")], shared_store, tmp_path)
+def test_timezone_on_debian(shared_store):
+    changes = stage_changes(base_stages(), [timezone("Europe/Berlin")], shared_store)
     assert_changes(changes, {"added": {
         "/etc/localtime": {"type": "symlink", "target": "../usr/share/zoneinfo/Europe/Berlin", "uid": 0},
         "/etc/timezone": {"type": "file", "text": "Europe/Berlin\n", "mode": "0644", "uid": 0},
     }})
 
 
-def test_timezone_replaces_the_previous_zone(shared_store, tmp_path):
-    changes = stage_changes([*base_stages(), timezone("UTC")], [timezone("Europe/Berlin")], shared_store, tmp_path)
+def test_timezone_replaces_the_previous_zone(shared_store):
+    changes = stage_changes([*base_stages(), timezone("UTC")], [timezone("Europe/Berlin")], shared_store)
     assert_changes(changes, {"changed": {
         "/etc/localtime": {"target": ["../usr/share/zoneinfo/UTC", "../usr/share/zoneinfo/Europe/Berlin"]},
         "/etc/timezone": {"lines": {"removed": ["UTC"], "added": ["Europe/Berlin"]}},
     }})
 
 
-def test_tree_without_tzdata_still_gets_the_link(shared_store, tmp_path):
-    changes = stage_changes(other_distribution_stages(), [timezone("America/New_York")], shared_store, tmp_path)
+def test_tree_without_tzdata_still_gets_the_link(shared_store):
+    changes = stage_changes(other_distribution_stages(), [timezone("America/New_York")], shared_store)
     assert_changes(changes, {"added": {
         "/etc/localtime": {"type": "symlink", "target": "../usr/share/zoneinfo/America/New_York"},
     }})
@@ -69,9 +69,9 @@ def test_bad_options_are_rejected_before_anything_runs(shared_store, options, pa
     assert_rejected(STAGE, options, path, shared_store)
 
 
-def test_timezone_on_a_debian_tree(debian_base, shared_store, tmp_path):
+def test_timezone_on_a_debian_tree(debian_base, shared_store):
     """Debian's tzdata set Etc/UTC with an absolute link; the stage replaces both the link and /etc/timezone."""
-    changes = debian_base.changes([timezone("Europe/Berlin")], shared_store, tmp_path)
+    changes = debian_base.changes([timezone("Europe/Berlin")], shared_store)
     assert_changes(changes, {"changed": {
         "/etc/localtime": {"target": ["/usr/share/zoneinfo/Etc/UTC", "../usr/share/zoneinfo/Europe/Berlin"]},
         "/etc/timezone": {"lines": {"removed": ["Etc/UTC"], "added": ["Europe/Berlin"]}},

@@ -46,9 +46,9 @@ def users(**accounts: dict[str, Any]) -> dict[str, Any]:
     return {"name": STAGE, "options": {"users": accounts}}
 
 
-def test_new_user_with_everything(shared_store, tmp_path):
+def test_new_user_with_everything(shared_store):
     alice = {"description": "Alice Liddell", "groups": ["wheel"], "shell": "/bin/sh", "password": PASSWORD, "key": KEY}
-    changes = stage_changes(base_stages(), [users(alice=alice)], shared_store, tmp_path, source_epoch=SOURCE_EPOCH)
+    changes = stage_changes(base_stages(), [users(alice=alice)], shared_store, source_epoch=SOURCE_EPOCH)
     assert_changes(changes, {
         "added": {
             # shadow's tools keep the previous version of each file they edit.
@@ -70,9 +70,9 @@ def test_new_user_with_everything(shared_store, tmp_path):
     })
 
 
-def test_new_user_with_ids_and_defaults(shared_store, tmp_path):
+def test_new_user_with_ids_and_defaults(shared_store):
     changes = stage_changes(base_stages(), [users(bob={"uid": 1500, "gid": 100, "home": "/srv/bob"})],
-                            shared_store, tmp_path, source_epoch=SOURCE_EPOCH)
+                            shared_store, source_epoch=SOURCE_EPOCH)
     assert_changes(changes, {
         "added": {
             # An existing primary group: /etc/group and /etc/gshadow are left alone.
@@ -89,11 +89,11 @@ def test_new_user_with_ids_and_defaults(shared_store, tmp_path):
     })
 
 
-def test_existing_user_is_modified(shared_store, tmp_path):
+def test_existing_user_is_modified(shared_store):
     base = [*base_stages(), users(alice={"groups": ["wheel"], "shell": "/bin/sh", "key": KEY})]
     alice = {"description": "Alice", "groups": ["users"], "shell": "/bin/bash", "password": PASSWORD,
              "key": "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQC7 alice@desktop"}
-    changes = stage_changes(base, [users(alice=alice)], shared_store, tmp_path, source_epoch=SOURCE_EPOCH)
+    changes = stage_changes(base, [users(alice=alice)], shared_store, source_epoch=SOURCE_EPOCH)
     assert_changes(changes, {"changed": {
         "/etc/passwd-": {}, "/etc/shadow-": {}, "/etc/group-": {}, "/etc/gshadow-": {},
         "/etc/passwd": {"lines": {"removed": ["alice:x:1000:1000::/home/alice:/bin/sh"],
@@ -136,11 +136,11 @@ def test_bad_options_are_rejected_before_anything_runs(shared_store, options, pa
     assert_rejected(STAGE, options, path, shared_store)
 
 
-def test_new_user_on_debian(debian_base, shared_store, tmp_path):
+def test_new_user_on_debian(debian_base, shared_store):
     """Debian's login.defs, /etc/default/useradd and /etc/skel decide what a new account gets."""
-    base = debian_base.tree(shared_store, tmp_path)
+    base = debian_base.tree(shared_store)
     alice = {"description": "Alice Liddell", "groups": ["sudo"], "password": PASSWORD, "key": KEY}
-    changes = debian_base.changes([users(alice=alice)], shared_store, tmp_path)
+    changes = debian_base.changes([users(alice=alice)], shared_store)
     home = {"uid": 1000, "gid": 1000}
     # shadow's tools keep the previous version of each file they edit.
     backups = {f"/etc/{name}-": {"sha256": [sha256(base / f"etc/{name}-"), sha256(base / f"etc/{name}")]}
