@@ -11,8 +11,10 @@ LOCKED = $(OUT)/$(basename $(notdir $(SAMPLE))).locked.json
 # Debian packages the engine, its stages and its tests use from the host.
 DEB_PACKAGES = bubblewrap mmdebstrap apt-utils python3 passwd systemd debian-archive-keyring ca-certificates \
 	fdisk e2fsprogs xfsprogs grub-pc-bin grub-common qemu-utils qemu-system-x86 zstd xz-utils bzip2 tar \
-	util-linux procps
+	util-linux procps python3-jsonschema
 PY_PACKAGES = jsonschema pytest ruff mypy
+# Every Python that may run the engine: root's, and Debian's, which ordinary users get.
+ENGINE_PYTHONS = $(PYTHON) /usr/bin/python3
 
 .PHONY: image check deps lint test
 
@@ -23,10 +25,16 @@ deps:
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \
 		apt-get update -qq || echo "apt-get update reported errors; trying to install anyway"; \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing || \
+		{ echo "make deps: apt-get could not install:$$missing" >&2; exit 1; }; \
 	fi
 	@$(PYTHON) -c 'import jsonschema, pytest, ruff, mypy' 2>/dev/null || \
-		$(PYTHON) -m pip install -q --root-user-action=ignore $(PY_PACKAGES)
+		$(PYTHON) -m pip install -q --root-user-action=ignore $(PY_PACKAGES) || \
+		{ echo "make deps: pip could not install $(PY_PACKAGES) into $(PYTHON)" >&2; exit 1; }
+	@for py in $(ENGINE_PYTHONS); do \
+		$$py -c 'import jsonschema' 2>/dev/null || \
+		{ echo "make deps: $$py cannot import jsonschema, which the engine needs (apt-get install python3-jsonschema, or $$py -m pip install jsonschema)" >&2; exit 1; }; \
+	done
 
 image: deps
 	@mkdir -p $(OUT)

@@ -180,15 +180,25 @@ class Library:
         return out / export
 
     def popen(self, *args: str, manifest: Any) -> subprocess.Popen[str]:
-        """Start osbuild in its own process group (as a shell starts a job), manifest on stdin."""
+        """Start osbuild in its own process group, as a terminal starts a job, manifest on stdin.
+
+        SIGINT is reset to its default: a suite started in the background (`make check &`, nohup)
+        inherits it ignored, and an engine started like that would never see a Ctrl-C.
+        """
         argv = osbuild_argv("--libdir", str(self.root), *args, "-")
         proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, cwd=REPO, env=osbuild_env(), start_new_session=True)
+                                text=True, cwd=REPO, env=osbuild_env(), start_new_session=True,
+                                preexec_fn=default_sigint)  # noqa: PLW1509 (one sigaction, no locks)
         assert proc.stdin is not None
         proc.stdin.write(json.dumps(manifest))
         proc.stdin.close()
         proc.stdin = None  # so that communicate() does not flush it
         return proc
+
+
+def default_sigint() -> None:
+    """In a child before exec: SIGINT at its default disposition, whatever the parent had."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def osbuild_argv(*args: str) -> list[str]:

@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +124,18 @@ def interrupt(lib: Library, tmp_path: Path, sig: int, whole_group: bool) -> subp
 @pytest.mark.parametrize("whole_group", [True, False], ids=["ctrl-c", "kill-engine"])
 def test_sigint_is_130(lib: Library, tmp_path: Path, whole_group: bool) -> None:
     proc = interrupt(lib, tmp_path, signal.SIGINT, whole_group)
+    assert proc.returncode == 130, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "interrupted" in proc.stderr
+
+
+def test_sigint_reaches_an_engine_the_suite_started_from_the_background(lib: Library, tmp_path: Path) -> None:
+    # `make check &` from a script, or nohup, hands the suite SIGINT ignored; popen() must not pass that on.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        proc = interrupt(lib, tmp_path, signal.SIGINT, whole_group=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert proc.returncode == 130, proc.stderr
     assert "Traceback" not in proc.stderr
     assert "interrupted" in proc.stderr
@@ -386,6 +399,14 @@ def test_not_root(tmp_path: Path) -> None:
     proc = as_nobody("--store", str(store), manifest=NOOP_MANIFEST)
     assert_one_line_error(proc, 2, "root")
     assert not store.exists()
+
+
+def test_python_without_jsonschema_gets_one_line() -> None:
+    # A Python that cannot import jsonschema, as Debian's python3 is before `make deps`.
+    code = "import runpy, sys; sys.modules['jsonschema'] = None; runpy.run_module('osbuild', run_name='__main__')"
+    proc = subprocess.run([sys.executable, "-c", code, "--inspect", "-"], input=json.dumps(NOOP_MANIFEST),
+                          capture_output=True, text=True, cwd=REPO, env=osbuild_env(), check=False, timeout=60)
+    assert_one_line_error(proc, 2, "jsonschema", "python3-jsonschema", "pip install jsonschema")
 
 
 def test_inspect_does_not_need_root() -> None:
