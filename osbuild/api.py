@@ -26,6 +26,7 @@ from typing import Any, Callable, Optional, Union
 ARGUMENTS_PATH = "/run/osbuild/api/arguments"
 METADATA_PATH = "/run/osbuild/meta"
 SOURCES_PATH = "/run/osbuild/sources"
+DEVICE_NODES_PATH = "/run/osbuild/device-nodes"
 
 
 class StageError(Exception):
@@ -52,6 +53,22 @@ def metadata(data: dict[str, Any], path: str = METADATA_PATH) -> None:
     current.update(data)
     with open(path, "w", encoding="utf-8") as f:
         json.dump(current, f, sort_keys=True)
+
+
+def device_node(path: str, major: int, minor: int, mode: int = 0o666, uid: int = 0, gid: int = 0,
+                mtime_ns: Optional[int] = None, requests: str = DEVICE_NODES_PATH) -> None:
+    """Ask the engine for a character device node at `path` in the tree, made after the stage succeeds.
+
+    A sandbox cannot make device nodes. The engine makes the ones every root file
+    system carries (null, zero, full, random, urandom, tty, console, ptmx) and
+    refuses any other, so that a tree never holds a node that reaches host hardware.
+    The directory it lands in keeps its times; the node gets mtime_ns if given.
+    """
+    record: dict[str, Any] = {"path": path, "major": major, "minor": minor, "mode": mode, "uid": uid, "gid": gid}
+    if mtime_ns is not None:
+        record["mtime_ns"] = mtime_ns
+    with open(requests, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record, sort_keys=True) + "\n")
 
 
 def source_path(checksum: str, source: str = "org.osbuild.files") -> str:
@@ -167,28 +184,40 @@ def run(argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
 
 
 def chroot_run(tree: str, argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
-    """Run a command with the tree as its root, for tools that must see the image as '/'."""
-    return run(["chroot", tree, *argv], **kwargs)
+    """Run a command with the tree as its root, for tools that must see the image as '/'.
+
+    Where the tree has /proc and /dev, the command finds a proc and the sandbox's
+    devices (null, zero, full, random, urandom, tty) there, not the tree's own files.
+    """
+    with system_mounts(tree, create=False):
+        return run(["chroot", tree, *argv], **kwargs)
 
 
 @contextlib.contextmanager
-def system_mounts(tree: str) -> Iterator[None]:
+def system_mounts(tree: str, create: bool = True) -> Iterator[None]:
     """/proc and /dev mounted in the tree while the block runs, for programs run chrooted into it.
 
     Maintainer scripts and update-initramfs need both. They are unmounted
-    afterwards, also when the block fails.
+    afterwards, also when the block fails. Without `create`, only where the tree
+    has the directory; a place that is already a mount point is left as it is.
     """
     mounted: list[str] = []
     try:
         for how, target in ((["-t", "proc", "proc"], "/proc"), (["--rbind", "/dev"], "/dev")):
             where = tree_path(tree, target)
-            os.makedirs(where, exist_ok=True)
-            run(["mount", *how, where])
+            if create:
+                os.makedirs(where, exist_ok=True)
+            elif not os.path.isdir(where) or os.path.islink(where) or os.path.ismount(where):
+                continue
+            try:
+                subprocess.run(["mount", *how, where], check=True, capture_output=True, text=True)
+            except subprocess.CalledProcessError as e:
+                raise StageError(f"mount {target} in the tree: {e.stderr.strip()}") from e
             mounted.append(where)
         yield
     finally:
         for where in reversed(mounted):
-            run(["umount", "--recursive", "--lazy", where], check=False)
+            subprocess.run(["umount", "--recursive", "--lazy", where], check=False)
 
 
 def main(stage: Callable[..., Optional[int]]) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import subprocess
 import time
 from collections.abc import Collection
@@ -26,6 +27,10 @@ TREE = "/run/osbuild/tree"
 OUTPUT_DIR = "/run/osbuild/output"
 API_DIR = "/run/osbuild/api"
 META_FILE = "/run/osbuild/meta"
+DEVICE_NODES_FILE = "/run/osbuild/device-nodes"
+# The device nodes a stage may ask for (osbuild.api.device_node): what every root file
+# system's /dev holds before devtmpfs covers it, and nothing that reaches hardware.
+ALLOWED_DEVICE_NODES = {(1, 3), (1, 5), (1, 7), (1, 8), (1, 9), (5, 0), (5, 1), (5, 2)}
 SOURCES_DIR = "/run/osbuild/sources"
 
 
@@ -86,6 +91,66 @@ def clamp_times(root: str, epoch: int) -> None:
     os.utime(root, (min(st.st_atime, epoch), min(st.st_mtime, epoch)))
 
 
+def make_device_nodes(tree: str, requests: str, stage: Stage) -> None:
+    """Make the device nodes a stage asked for (osbuild.api.device_node) in its tree, now that it has ended.
+
+    Paths are walked from the tree's root without following symlinks, so a tree cannot
+    point the engine at a host path.
+    """
+    with open(requests, encoding="utf-8") as f:
+        lines = [line for line in f.read().splitlines() if line.strip()]
+    for line in lines:
+        try:
+            request = json.loads(line)
+            path, major, minor = request["path"], request["major"], request["minor"]
+            mode, uid, gid = request.get("mode", 0o666), request.get("uid", 0), request.get("gid", 0)
+            mtime = request.get("mtime_ns")
+            if not all(isinstance(v, int) for v in (major, minor, mode, uid, gid, mtime or 0)) or not isinstance(path, str):
+                raise ValueError
+        except (ValueError, KeyError, TypeError):
+            raise BuildError(f"stage {stage.name} (id {stage.id}) asked for a device node in words the engine "
+                             f"does not read: {line[:200]!r}") from None
+        if (major, minor) not in ALLOWED_DEVICE_NODES:
+            raise BuildError(f"stage {stage.name} (id {stage.id}) asked for device node {major}:{minor} at {path}: "
+                             "only null, zero, full, random, urandom, tty, console and ptmx are made")
+        parts = [p for p in path.split("/") if p not in ("", ".")]
+        if not parts or ".." in parts or not 0 <= uid < sandbox.ID_COUNT or not 0 <= gid < sandbox.ID_COUNT:
+            raise BuildError(f"stage {stage.name} (id {stage.id}) asked for a device node at {path!r}, "
+                             f"owned by {uid}:{gid}: not a path in the tree, or not its owners")
+        directory = os.open(tree, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        try:
+            for part in parts[:-1]:
+                parent = directory
+                directory = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=parent)
+                os.close(parent)
+            name = parts[-1]
+            times = os.stat(directory)
+            if os.path.lexists(f"/proc/self/fd/{directory}/{name}"):
+                os.unlink(name, dir_fd=directory)
+            os.mknod(name, stat.S_IFCHR | 0o600, os.makedev(major, minor), dir_fd=directory)
+            # Through the tree's idmapped layers: the sandbox's ids are its owners on disk.
+            os.chown(name, sandbox.ID_BASE + uid, sandbox.ID_BASE + gid, dir_fd=directory, follow_symlinks=False)
+            os.chmod(name, mode & 0o7777, dir_fd=directory)
+            if mtime is not None:
+                os.utime(name, ns=(mtime, mtime), dir_fd=directory, follow_symlinks=False)
+            os.utime(directory, ns=(times.st_atime_ns, times.st_mtime_ns))
+        except OSError as e:
+            raise BuildError(f"stage {stage.name} (id {stage.id}) asked for a device node at {path}: {e.strerror}") from e
+        finally:
+            os.close(directory)
+
+
+def restore_engine_owned(layer: str) -> None:
+    """Give what the overlay itself made in a layer (whiteouts) the owner it has without a user namespace: root."""
+    for directory, dirs, files in os.walk(layer):
+        for name in dirs + files:
+            path = os.path.join(directory, name)
+            st = os.lstat(path)
+            if sandbox.ENGINE_DISK_ID in (st.st_uid, st.st_gid):
+                os.lchown(path, 0 if st.st_uid == sandbox.ENGINE_DISK_ID else st.st_uid,
+                          0 if st.st_gid == sandbox.ENGINE_DISK_ID else st.st_gid)
+
+
 def pipelines_needed(manifest: Manifest, targets: Collection[Pipeline]) -> list[Pipeline]:
     """The targets and everything they depend on, in build order."""
     needed: set[int] = set()
@@ -115,6 +180,8 @@ class Builder:
         self._build_roots: dict[str, str] = {}
         self._sources = ""
         self._protect: set[str] = set()
+        self._identity: sandbox.Identity | None = None
+        self._idmapped_layers: dict[str, str] = {}
 
     # -- the story -------------------------------------------------------------------
 
@@ -125,8 +192,9 @@ class Builder:
         index = 0
         # While building, eviction spares everything this manifest needs, not only what is in use yet.
         self._protect = {s.id for _, s in self.manifest.stages()} | set(checkpoints)
+        self._identity = sandbox.Identity.create()
         try:
-            sources.fetch(self.manifest, self.store, self.monitor)
+            sources.fetch(self.manifest, self.store, self.monitor, self.identity, self.workspace.subdir("fetch-binds"))
             self._sources = sources.view(self.manifest, self.store, self.workspace.subdir("sources"))
             self.monitor.begin(total)
             for pipeline in pipelines:
@@ -140,9 +208,17 @@ class Builder:
             self.result.success = False
             self.result.failure = e.failure
         finally:
+            self._release_mounts()
+            self._identity.close()
+            self._identity = None
             # Objects this build used are still held: the limit takes older objects, never the new ones.
             self.store.evict(protect=checkpoints)
         return self.result
+
+    @property
+    def identity(self) -> sandbox.Identity:
+        assert self._identity is not None, "only during build()"
+        return self._identity
 
     def _stage(self, index: int, pipeline: Pipeline, stage: Stage) -> None:
         """Take the stage's object from the store, or build and commit it."""
@@ -182,22 +258,29 @@ class Builder:
         os.mkdir(api)
         meta_file = os.path.join(work, "meta.json")
         open(meta_file, "w").close()
+        nodes_file = os.path.join(work, "device-nodes")
+        open(nodes_file, "w").close()
         arguments: dict[str, Any] = {
             "tree": TREE,
             "options": stage.options,
             "meta": {"id": stage.id, "source-epoch": pipeline.source_epoch},
         }
-        binds = [sandbox.Bind(api, API_DIR), sandbox.Bind(meta_file, META_FILE, readonly=False),
+        binds = [sandbox.Bind(api, API_DIR), sandbox.Bind(meta_file, META_FILE, readonly=False, idmapped=True),
                  sandbox.Bind(self._sources, SOURCES_DIR)]
+        layer_mount = None
+        if stage.kind != "assembler":
+            binds.append(sandbox.Bind(nodes_file, DEVICE_NODES_FILE, readonly=False, idmapped=True))
         if stage.kind == "assembler":
             result_dir = os.path.join(work, "output")
             os.mkdir(result_dir)
-            self._mount_readonly(stage.inputs["tree"].id, tree)
-            binds += [sandbox.Bind(tree, TREE), sandbox.Bind(result_dir, OUTPUT_DIR, readonly=False)]
+            self._mount_readonly(stage.inputs["tree"].id, tree, idmapped=True)
+            binds += [sandbox.Bind(tree, TREE), sandbox.Bind(result_dir, OUTPUT_DIR, readonly=False, idmapped=True)]
             arguments["output_dir"] = OUTPUT_DIR
         else:
-            result_dir = os.path.join(work, "upper")
-            self._mount_writable(base, result_dir, os.path.join(work, "work"), tree)
+            layer = os.path.join(work, "layer")
+            layer_mount = os.path.join(work, "layer-idmapped")
+            result_dir = os.path.join(layer, "upper")
+            self._mount_writable(base, layer, layer_mount, tree)
             binds.append(sandbox.Bind(tree, TREE, readonly=False))
         with open(os.path.join(api, "arguments"), "w", encoding="utf-8") as f:
             json.dump(arguments, f)
@@ -206,18 +289,25 @@ class Builder:
             env["SOURCE_DATE_EPOCH"] = str(pipeline.source_epoch)
         config = sandbox.SandboxConfig(
             root=self._build_root(pipeline), runner=pipeline.runner.path, program=stage.info.path,
+            identity=self.identity, staging=self._staging(work),
             binds=binds, env=env, network=stage.info.network, capabilities=stage.info.capabilities,
         )
         try:
             outcome = sandbox.run(config, json.dumps(arguments).encode(), self.monitor.stage_output)
+            if outcome.returncode == 0 and stage.kind != "assembler":
+                make_device_nodes(tree, nodes_file, stage)
         finally:
             umount(tree)
+            if layer_mount is not None:
+                umount(layer_mount)
         if outcome.returncode != 0:
             failure = StageFailure(pipeline.name, stage.name, stage.id, outcome.returncode, outcome.tail)
             self.monitor.stage_failed(pipeline.name, stage.name, stage.id, outcome.returncode, outcome.tail)
             remove_tree(work)
             raise StageFailed(failure)
         metadata = self._read_metadata(meta_file, stage)
+        if stage.kind != "assembler":
+            restore_engine_owned(result_dir)
         if pipeline.source_epoch is not None:
             clamp_times(result_dir, pipeline.source_epoch)
         lowers = self.store.layers(base) if base and stage.kind != "assembler" else [self._empty_dir()]
@@ -226,6 +316,12 @@ class Builder:
                           parent=base, type=stage.name, metadata=metadata,
                           changes=treediff.summary(change_list), change_list=change_list)
         remove_tree(work)
+
+    @staticmethod
+    def _staging(work: str) -> str:
+        path = os.path.join(work, "binds")
+        os.mkdir(path)
+        return path
 
     def _scratch(self, name: str) -> str:
         path = os.path.join(self.workspace.path, "stage-" + name[:16])
@@ -254,19 +350,47 @@ class Builder:
         os.makedirs(path, mode=0o755, exist_ok=True)
         return path
 
-    def _mount_writable(self, base: str | None, upper: str, work: str, target: str) -> None:
-        """Mount the tree of `base` with a fresh upper layer that records every change."""
+    def _idmapped(self, layer: str) -> str:
+        """A read-only idmapped mount of a committed layer, made once per build (layers never change)."""
+        if layer not in self._idmapped_layers:
+            path = os.path.join(self.workspace.path, "idmapped", str(len(self._idmapped_layers)))
+            os.makedirs(path)
+            self.identity.idmap(layer, path, readonly=True)
+            self._idmapped_layers[layer] = path
+        return self._idmapped_layers[layer]
+
+    def _release_mounts(self) -> None:
+        for path in self._build_roots.values():
+            umount(path)
+        self._build_roots.clear()
+        for path in self._idmapped_layers.values():
+            umount(path)
+        self._idmapped_layers.clear()
+
+    def _mount_writable(self, base: str | None, layer: str, layer_mount: str, target: str) -> None:
+        """Mount the tree of `base` with a fresh upper layer (layer/upper) that records every change.
+
+        A module sees the tree through idmapped layers and writes it through an idmapped
+        upper: its root's files land on disk owned by 0.
+        """
         lowers = self.store.layers(base) if base else [self._empty_dir()]
-        os.mkdir(upper)
-        os.mkdir(work)
+        upper = os.path.join(layer, "upper")
+        os.makedirs(upper)
+        os.mkdir(os.path.join(layer, "work"))
         # The merged root takes its attributes from the upper dir: start it as the tree's root is.
         st = os.stat(lowers[0])
         os.chown(upper, st.st_uid, st.st_gid)
         os.chmod(upper, st.st_mode & 0o7777)
-        mount_overlay(target, lowers, upper, work, volatile=True)
+        os.mkdir(layer_mount)
+        self.identity.idmap(layer, layer_mount, readonly=False)
+        mount_overlay(target, [self._idmapped(lower) for lower in lowers],
+                      os.path.join(layer_mount, "upper"), os.path.join(layer_mount, "work"), volatile=True)
 
-    def _mount_readonly(self, object_id: str | None, target: str) -> None:
-        """Mount an object's complete tree read-only on target (an empty tree for None)."""
+    def _mount_readonly(self, object_id: str | None, target: str, idmapped: bool = False) -> None:
+        """Mount an object's complete tree read-only on target (an empty tree for None).
+
+        idmapped: for a module's eyes (owners as on disk); otherwise for the engine's.
+        """
         if object_id is None:
             lowers = [self._empty_dir()]
         elif self.store.info(object_id).kind == OUTPUT:
@@ -275,6 +399,8 @@ class Builder:
             lowers = self.store.layers(object_id)
         if len(lowers) < 2:
             lowers.append(self._empty_dir("empty-bottom"))
+        if idmapped:
+            lowers = [self._idmapped(lower) for lower in lowers]
         mount_overlay(target, lowers)
 
     def _build_root(self, pipeline: Pipeline) -> str:
@@ -286,7 +412,7 @@ class Builder:
         if key not in self._build_roots:
             path = os.path.join(self.workspace.path, "buildroot-" + key[:16])
             os.mkdir(path)
-            self._mount_readonly(object_id, path)
+            self._mount_readonly(object_id, path, idmapped=True)
             sandbox.check_build_root(path, f"the build root of pipeline {pipeline.name} (pipeline {pipeline.build.name})")
             self._build_roots[key] = path
         return self._build_roots[key]

@@ -23,6 +23,7 @@ MS_PRIVATE = 1 << 18
 MNT_DETACH = 0x2
 
 # Syscall numbers of the new mount API are the same on every architecture.
+SYS_OPEN_TREE = 428
 SYS_MOVE_MOUNT = 429
 SYS_FSOPEN = 430
 SYS_FSCONFIG = 431
@@ -32,9 +33,17 @@ FSCONFIG_SET_FLAG = 0
 FSCONFIG_SET_STRING = 1
 FSCONFIG_CMD_CREATE = 6
 FSMOUNT_CLOEXEC = 0x1
+SYS_MOUNT_SETATTR = 442
 MOUNT_ATTR_RDONLY = 0x1
+MOUNT_ATTR_NOSUID = 0x2
+MOUNT_ATTR_NODEV = 0x4
+MOUNT_ATTR_IDMAP = 0x100000
 MOVE_MOUNT_F_EMPTY_PATH = 0x4
+OPEN_TREE_CLONE = 0x1
+OPEN_TREE_CLOEXEC = 0o2000000
 AT_FDCWD = -100
+AT_EMPTY_PATH = 0x1000
+AT_RECURSIVE = 0x8000
 
 # The classic mount(2) data string must fit in one page.
 _CLASSIC_OPTIONS_LIMIT = 4000
@@ -50,6 +59,13 @@ _libc.unshare.argtypes = [ctypes.c_int]
 _libc.syscall.restype = ctypes.c_long
 
 _in_private_namespace = False
+
+
+class _MountAttr(ctypes.Structure):
+    """struct mount_attr of mount_setattr(2)."""
+
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
+                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
 
 
 class MountError(OSError):
@@ -86,6 +102,70 @@ def bind(source: str, target: str, readonly: bool = False) -> None:
         flags = MS_BIND | MS_REC | MS_RDONLY | 0x20  # MS_REMOUNT
         if _libc.mount(b"none", target.encode(), None, flags, None) != 0:
             _raise("remount read-only", target)
+
+
+def _detached_copy(source: str, recursive: bool) -> int:
+    """A detached copy of the mount tree at source (open_tree(2)); a file descriptor."""
+    flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | (AT_RECURSIVE if recursive else 0)
+    fd = _syscall(SYS_OPEN_TREE, ctypes.c_int(AT_FDCWD), ctypes.c_char_p(source.encode()), ctypes.c_uint(flags))
+    if fd < 0:
+        _raise("open_tree", source)
+    return fd
+
+
+def _set_attributes(fd: int, attributes: int, what: str, userns_fd: int = 0, recursive: bool = False) -> None:
+    attr = _MountAttr(attributes, 0, 0, userns_fd)
+    flags = AT_EMPTY_PATH | (AT_RECURSIVE if recursive else 0)
+    if _syscall(SYS_MOUNT_SETATTR, ctypes.c_int(fd), ctypes.c_char_p(b""), ctypes.c_uint(flags),
+                ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr))) < 0:
+        _raise("mount_setattr", what)
+
+
+def _attach(fd: int, target: str) -> None:
+    try:
+        if _syscall(SYS_MOVE_MOUNT, ctypes.c_int(fd), ctypes.c_char_p(b""), ctypes.c_int(AT_FDCWD),
+                    ctypes.c_char_p(target.encode()), ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH)) < 0:
+            _raise("move mount to", target)
+    finally:
+        os.close(fd)
+
+
+def readonly_bind(source: str, target: str) -> None:
+    """Bind source (a directory or a file, with its submounts) on target, read-only, nosuid and nodev.
+
+    Made here, in the engine's namespace, the flags are locked for a sandbox in a user
+    namespace: the sandbox's root cannot remount the bind writable.
+    """
+    fd = _detached_copy(source, recursive=True)
+    try:
+        _set_attributes(fd, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, source, recursive=True)
+    except BaseException:
+        os.close(fd)
+        raise
+    _attach(fd, target)
+
+
+def idmapped_bind(source: str, target: str, userns_fd: int, readonly: bool) -> None:
+    """Bind the directory source on target through the id mapping of a user namespace.
+
+    A file owned by N on disk shows as the namespace's id N: the sandbox's root
+    sees and writes a tree with its real owners, while on the host those owners
+    are ids that own nothing.
+    """
+    fd = _detached_copy(source, recursive=False)
+    try:
+        _set_attributes(fd, MOUNT_ATTR_IDMAP | (MOUNT_ATTR_RDONLY if readonly else 0) | MOUNT_ATTR_NODEV,
+                        source, userns_fd=userns_fd)
+    except BaseException:
+        os.close(fd)
+        raise
+    _attach(fd, target)
+
+
+def mount_tmpfs(target: str, options: str = "mode=0755") -> None:
+    """A fresh tmpfs on target."""
+    if _libc.mount(b"tmpfs", target.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, options.encode()) != 0:
+        _raise("mount tmpfs on", target)
 
 
 def umount(target: str) -> None:
@@ -170,11 +250,6 @@ def _mount_overlay_fsconfig(target: str, lowers: Sequence[str], upper: str | Non
         mnt_fd = _syscall(SYS_FSMOUNT, ctypes.c_int(fs_fd), ctypes.c_uint(FSMOUNT_CLOEXEC), ctypes.c_uint(attrs))
         if mnt_fd < 0:
             _raise("fsmount overlay for", target)
-        try:
-            if _syscall(SYS_MOVE_MOUNT, ctypes.c_int(mnt_fd), ctypes.c_char_p(b""), ctypes.c_int(AT_FDCWD),
-                        ctypes.c_char_p(target.encode()), ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH)) < 0:
-                _raise("move overlay mount to", target)
-        finally:
-            os.close(mnt_fd)
+        _attach(mnt_fd, target)
     finally:
         os.close(fs_fd)

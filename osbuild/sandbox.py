@@ -1,4 +1,11 @@
-"""Run one module in a bubblewrap sandbox. Nothing else in the engine knows bwrap's flags.
+"""Run one module in a bubblewrap sandbox. Nothing else in the engine knows bwrap's flags
+or how the sandbox's user namespace is made.
+
+Every module runs as root of a user namespace whose ids map to a range of host ids
+that owns nothing on the host (`Identity`): it holds every capability there and none
+on the host. Files it writes land on disk with their real owners because the trees
+and directories it may write are idmapped mounts. Every read-only bind is made by the
+engine before the sandbox's namespaces exist, so the kernel locks it read-only.
 
 The sandbox has its own mount, pid, ipc, uts and (unless the module asks for
 network) network namespaces. Its root is an empty tmpfs holding:
@@ -15,17 +22,21 @@ entries below, which tools need to run at all.
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import hashlib
 import os
 import selectors
 import signal
 import subprocess
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable
 
 import osbuild
+from osbuild import mounts
 from osbuild.errors import UserError
 
 # Entries of the build root's /etc that tools need; everything else stays out.
@@ -68,13 +79,130 @@ PROGRAM_DIR = "/run/osbuild/bin"
 OUTPUT_TAIL_LINES = 40
 
 
+# The host ids the sandbox's ids 0..ID_COUNT-1 map to. No host file is owned by them:
+# above the ranges distributions give users, containers (systemd's end below 0x70000000)
+# and /etc/subuid; Identity.create() refuses a range /etc/subuid or /etc/subgid hands out.
+ID_BASE = 0x70000000
+ID_COUNT = 65536
+# The id on disk of files the engine itself (host root) creates through an idmapped
+# mount: the overlay's whiteouts and work directory. Commits give whiteouts back to 0.
+ENGINE_DISK_ID = ID_COUNT
+
+CLONE_NEWUSER = 0x10000000
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
+_libc.unshare.argtypes = [ctypes.c_int]
+
+
 @dataclass(frozen=True)
 class Bind:
-    """A host path made visible at `target` inside the sandbox."""
+    """A host path made visible at `target` inside the sandbox.
+
+    An idmapped bind shows the sandbox its files with their owners on disk (0 is the
+    sandbox's root), so it can read and, unless read-only, write them; a plain bind
+    shows host-owned files as owned by nobody.
+    """
 
     source: str
     target: str
     readonly: bool = True
+    idmapped: bool = False
+
+
+def _user_namespace(uid_map: str) -> int:
+    """A new user namespace with this uid and gid map; a file descriptor that keeps it alive."""
+    ready_r, ready_w = os.pipe()
+    done_r, done_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child only makes the namespace and waits until it is kept by a descriptor
+        try:
+            os.close(ready_r)
+            os.close(done_w)
+            status = 0 if _libc.unshare(CLONE_NEWUSER) == 0 else 1
+            os.write(ready_w, b"%d" % status)
+            os.read(done_r, 1)
+        finally:
+            os._exit(0)
+    os.close(ready_w)
+    os.close(done_r)
+    try:
+        if os.read(ready_r, 1) != b"0":
+            raise UserError("cannot create a user namespace for the sandbox: user namespaces are disabled on this host "
+                            "(sysctl user.max_user_namespaces)")
+        with open(f"/proc/{pid}/uid_map", "w", encoding="ascii") as f:
+            f.write(uid_map)
+        with open(f"/proc/{pid}/setgroups", "w", encoding="ascii") as f:
+            f.write("deny")
+        with open(f"/proc/{pid}/gid_map", "w", encoding="ascii") as f:
+            f.write(uid_map)
+        return os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        os.close(ready_r)
+        os.close(done_w)
+        os.waitpid(pid, 0)
+
+
+def _subordinate_overlap(path: str, base: int, count: int) -> str | None:
+    """The first line of /etc/subuid or /etc/subgid whose range meets [base, base+count)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split(":")
+        if len(fields) == 3 and fields[1].isdigit() and fields[2].isdigit():
+            start, length = int(fields[1]), int(fields[2])
+            if start < base + count and base < start + length:
+                return line
+    return None
+
+
+@dataclass
+class Identity:
+    """Who a build's modules are: root of a user namespace mapped to host ids that own nothing.
+
+    `process_ns` is the namespace modules run in (ids 0..ID_COUNT-1 -> ID_BASE...).
+    `mount_ns` is the id mapping of idmapped mounts: the same, plus host root as disk
+    id ENGINE_DISK_ID, so that the engine (which mounts overlays) can write there too.
+    A module can never become host root: that id is not in its namespace.
+    """
+
+    process_ns: int
+    mount_ns: int
+
+    @classmethod
+    def create(cls) -> Identity:
+        for path in ("/etc/subuid", "/etc/subgid"):
+            line = _subordinate_overlap(path, ID_BASE, ID_COUNT + 1)
+            if line is not None:
+                raise UserError(f"{path} gives {line!r} ids that the sandbox maps its own ids to "
+                                f"({ID_BASE}..{ID_BASE + ID_COUNT}): move that range")
+        process_ns = _user_namespace(f"0 {ID_BASE} {ID_COUNT}\n")
+        mount_ns = _user_namespace(f"0 {ID_BASE} {ID_COUNT}\n{ENGINE_DISK_ID} 0 1\n")
+        return cls(process_ns, mount_ns)
+
+    def close(self) -> None:
+        for fd in (self.process_ns, self.mount_ns):
+            os.close(fd)
+
+    def enter(self, root: str) -> None:
+        """In a child process before exec: take root as / and become root of the sandbox's user namespace.
+
+        The host's groups go; root (a staged root, see _staged_root) lets bubblewrap reach
+        what it binds without walking host directories the namespace cannot enter.
+        """
+        os.chroot(root)
+        os.chdir("/")
+        os.setgroups([])
+        if _libc.setns(self.process_ns, CLONE_NEWUSER) != 0:
+            os._exit(126)
+        os.setresgid(0, 0, 0)
+        os.setresuid(0, 0, 0)
+
+    def idmap(self, source: str, target: str, readonly: bool) -> None:
+        """Mount source on target so that a module sees (and writes) its files with their owners on disk."""
+        mounts.idmapped_bind(source, target, self.mount_ns, readonly)
 
 
 @dataclass
@@ -84,6 +212,8 @@ class SandboxConfig:
     root: str                       # the build root: "/" for the host
     runner: str                     # host path of the runner program
     program: str                    # host path of the module's program
+    identity: Identity              # the user namespace the module runs in
+    staging: str                    # an empty host directory for the binds the engine makes
     binds: Sequence[Bind] = ()
     env: dict[str, str] = field(default_factory=dict)
     network: bool = False
@@ -133,50 +263,65 @@ def check_build_root(root: str, description: str) -> None:
         raise UserError(f"{description} has no /usr/bin/python3, which runners and stages need: add python3 to it")
 
 
-def command(config: SandboxConfig) -> list[str]:
-    """The bwrap command line for a sandboxed run."""
+class _Plan:
+    """The bwrap arguments of one run, and the binds the engine makes for it beforehand."""
+
+    def __init__(self, staging: str) -> None:
+        self.staging = staging
+        self.argv: list[str] = []
+        self.binds: list[tuple[Bind, str]] = []     # what to mount, where in staging
+
+    def bind(self, bind: Bind) -> None:
+        """Show a host path in the sandbox, through a mount the engine makes (so its flags are locked)."""
+        name = f"b{len(self.binds)}"
+        self.binds.append((bind, os.path.join(self.staging, name)))
+        self.argv += ["--bind", "/" + name, bind.target]
+
+    def ro(self, source: str, target: str) -> None:
+        self.bind(Bind(source, target))
+
+
+def command(config: SandboxConfig) -> tuple[list[str], list[tuple[Bind, str]]]:
+    """The bwrap command line for a sandboxed run, and the host-side binds it expects in config.staging."""
     root = config.root.rstrip("/") or ""
-    argv = [
+    plan = _Plan(config.staging)
+    plan.argv = [
         "bwrap",
         "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
         "--die-with-parent", "--new-session", "--hostname", "osbuild",
         "--cap-drop", "ALL",
     ]
     for cap in sorted(set(DEFAULT_CAPABILITIES) | set(config.capabilities)):
-        argv += ["--cap-add", cap]
+        plan.argv += ["--cap-add", cap]
     if not config.network:
-        argv.append("--unshare-net")
-    argv += ["--ro-bind", f"{root}/usr", "/usr"]
+        plan.argv.append("--unshare-net")
+    plan.ro(f"{root}/usr", "/usr")
     for name in TOP_LEVEL_LINKS:
         path = f"{root}/{name}"
         if os.path.islink(path):
-            argv += ["--symlink", os.readlink(path), f"/{name}"]
+            plan.argv += ["--symlink", os.readlink(path), f"/{name}"]
         elif os.path.isdir(path):
-            argv += ["--ro-bind", path, f"/{name}"]
-    argv += ["--dir", "/etc"]
+            plan.ro(path, f"/{name}")
+    plan.argv += ["--dir", "/etc"]
     for name in ETC_ENTRIES:
-        argv += _etc_binds(root, name)
+        _etc_binds(plan, root, name)
     if config.network:
         for name in NETWORK_ETC_ENTRIES:
             if os.path.exists(f"/etc/{name}"):
-                argv += ["--ro-bind", f"/etc/{name}", f"/etc/{name}"]
-    argv += ["--dev", "/dev", "--proc", "/proc"]
+                plan.ro(f"/etc/{name}", f"/etc/{name}")
+    plan.argv += ["--dev", "/dev", "--proc", "/proc"]
     for name in PROC_READONLY:
         if os.path.exists(f"/proc/{name}"):
-            argv += ["--ro-bind", f"/proc/{name}", f"/proc/{name}"]
-    argv += [
-        "--ro-bind", "/sys", "/sys",
-        "--tmpfs", "/tmp", "--tmpfs", "/run", "--dir", "/var/tmp", "--dir", "/root",
-    ]
+            plan.argv += ["--ro-bind", f"/proc/{name}", f"/proc/{name}"]  # the sandbox's own proc
+    plan.ro("/sys", "/sys")
+    plan.argv += ["--tmpfs", "/tmp", "--tmpfs", "/run", "--dir", "/var/tmp", "--dir", "/root"]
     library = library_dir()
     for name in LIBRARY_MODULES:
-        argv += ["--ro-bind", os.path.join(library, name), f"{LIB_DIR}/osbuild/{name}"]
-    argv += [
-        "--ro-bind", config.runner, RUNNER_PATH,
-        "--ro-bind", config.program, program_path(config.program),
-    ]
+        plan.ro(os.path.join(library, name), f"{LIB_DIR}/osbuild/{name}")
+    plan.ro(config.runner, RUNNER_PATH)
+    plan.ro(config.program, program_path(config.program))
     for b in config.binds:
-        argv += ["--ro-bind" if b.readonly else "--bind", b.source, b.target]
+        plan.bind(b)
     env = {
         "PATH": SANDBOX_PATH,
         "PYTHONPATH": LIB_DIR,
@@ -186,14 +331,14 @@ def command(config: SandboxConfig) -> list[str]:
         "HOME": "/root",
     }
     env.update(config.env)
-    argv.append("--clearenv")
+    plan.argv.append("--clearenv")
     for key, value in sorted(env.items()):
-        argv += ["--setenv", key, value]
-    argv += ["--chdir", "/", "--", RUNNER_PATH, program_path(config.program)]
-    return argv
+        plan.argv += ["--setenv", key, value]
+    plan.argv += ["--chdir", "/", "--", RUNNER_PATH, program_path(config.program)]
+    return plan.argv, plan.binds
 
 
-def _etc_binds(root: str, name: str) -> list[str]:
+def _etc_binds(plan: _Plan, root: str, name: str) -> None:
     """Bind the build root's /etc/NAME read-only, leaving out the secrets in ETC_SECRETS.
 
     A directory that holds a secret is made in the sandbox and its other entries are
@@ -201,15 +346,62 @@ def _etc_binds(root: str, name: str) -> list[str]:
     """
     source = f"{root}/etc/{name}"
     if not os.path.exists(source):
-        return []
+        return
     inside = [secret for secret in ETC_SECRETS if secret.startswith(name + "/")]
     if not inside or os.path.islink(source) or not os.path.isdir(source):
-        return ["--ro-bind", source, f"/etc/{name}"]
-    argv = ["--dir", f"/etc/{name}"]
+        plan.ro(source, f"/etc/{name}")
+        return
+    plan.argv += ["--dir", f"/etc/{name}"]
     for entry in sorted(os.listdir(source)):
         if f"{name}/{entry}" not in ETC_SECRETS:
-            argv += _etc_binds(root, f"{name}/{entry}")
-    return argv
+            _etc_binds(plan, root, f"{name}/{entry}")
+
+
+# What bubblewrap itself needs in the staged root to start: the host's tools, its /proc,
+# and the device nodes it binds into the sandbox's /dev.
+STAGED_DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+
+
+@contextmanager
+def _staged_root(staging: str, identity: Identity, binds: Sequence[tuple[Bind, str]]) -> Iterator[None]:
+    """Make the root bubblewrap starts in: a tmpfs on staging with the host's /usr and /proc, and every bind.
+
+    bubblewrap runs as the namespace's root, which may not walk the host directories
+    above a store; started in this root it finds each bind at /bN. Every mount here
+    is the engine's, made before the sandbox's namespaces: the kernel locks their flags.
+    """
+    mounts.mount_tmpfs(staging)
+    try:
+        os.mkdir(os.path.join(staging, "usr"))
+        mounts.readonly_bind("/usr", os.path.join(staging, "usr"))
+        for name in TOP_LEVEL_LINKS:
+            if os.path.islink(f"/{name}"):
+                os.symlink(os.readlink(f"/{name}"), os.path.join(staging, name))
+            elif os.path.isdir(f"/{name}"):
+                os.mkdir(os.path.join(staging, name))
+                mounts.readonly_bind(f"/{name}", os.path.join(staging, name))
+        os.mkdir(os.path.join(staging, "proc"))
+        mounts.readonly_bind("/proc", os.path.join(staging, "proc"))
+        os.mkdir(os.path.join(staging, "tmp"))
+        os.mkdir(os.path.join(staging, "dev"))
+        for name in STAGED_DEVICES:
+            node = os.path.join(staging, "dev", name)
+            open(node, "w").close()
+            mounts.bind(f"/dev/{name}", node)
+        for bind, staged in binds:
+            if os.path.isdir(bind.source):
+                os.mkdir(staged)
+            else:
+                open(staged, "w").close()
+            if bind.idmapped:
+                identity.idmap(bind.source, staged, bind.readonly)
+            elif bind.readonly:
+                mounts.readonly_bind(bind.source, staged)
+            else:
+                mounts.bind(bind.source, staged)
+        yield
+    finally:
+        mounts.umount(staging)  # detaches everything under it too
 
 
 def program_path(host_path: str) -> str:
@@ -223,9 +415,16 @@ def run(config: SandboxConfig, stdin: bytes, on_output: Callable[[str], None]) -
     If this process is interrupted, the sandbox is killed before the exception
     leaves this function.
     """
+    argv, binds = command(config)
+    with _staged_root(config.staging, config.identity, binds):
+        return _run(argv, functools.partial(config.identity.enter, config.staging), stdin, on_output)
+
+
+def _run(argv: list[str], enter: Callable[[], None], stdin: bytes, on_output: Callable[[str], None]) -> SandboxResult:
     tail: deque[str] = deque(maxlen=OUTPUT_TAIL_LINES)
-    proc = subprocess.Popen(command(config), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, start_new_session=False)
+    # enter takes no locks: chroot, setgroups, setns and setresuid are one system call each.
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=False, preexec_fn=enter)  # noqa: PLW1509
     try:
         assert proc.stdin is not None and proc.stdout is not None
         try:

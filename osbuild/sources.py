@@ -39,20 +39,25 @@ def missing(source: Source, store: ObjectStore) -> dict[str, dict[str, Any]]:
     return {c: item for c, item in source.items.items() if not os.path.exists(store.source_path(FILES, c))}
 
 
-def fetch(manifest: Manifest, store: ObjectStore, monitor: Monitor) -> int:
-    """Fetch every item the store lacks; returns how many were fetched."""
+def fetch(manifest: Manifest, store: ObjectStore, monitor: Monitor, identity: sandbox.Identity, staging: str) -> int:
+    """Fetch every item the store lacks; returns how many were fetched.
+
+    The fetcher runs sandboxed as every module does (identity); staging is an empty
+    directory for the binds the sandbox needs.
+    """
     fetched = 0
     for name, source in sorted(manifest.sources.items()):
         wanted = missing(source, store)
         if not wanted:
             continue
         monitor.log(f"sources: fetching {len(wanted)} of {len(source.items)} files ({name})")
-        fetched += _fetch_source(manifest, source, wanted, store, monitor)
+        fetched += _fetch_source(manifest, source, wanted, store, monitor, identity,
+                                 os.path.join(staging, source.info.name))
     return fetched
 
 
 def _fetch_source(manifest: Manifest, source: Source, wanted: dict[str, dict[str, Any]], store: ObjectStore,
-                  monitor: Monitor) -> int:
+                  monitor: Monitor, identity: sandbox.Identity, staging: str) -> int:
     work = store.workspace.subdir("sources-" + source.info.name)
     downloads = os.path.join(work, "downloads")
     api = os.path.join(work, "api")
@@ -72,16 +77,19 @@ def _fetch_source(manifest: Manifest, source: Source, wanted: dict[str, dict[str
                 pass
         monitor.stage_output(line)
 
-    binds = [sandbox.Bind(downloads, DOWNLOADS, readonly=False), sandbox.Bind(api, "/run/osbuild/api")]
-    # A file: URL names a host file: the module sees that file, read-only, at its own path.
+    # Downloads land owned by the sandbox's root, which is root on disk.
+    binds = [sandbox.Bind(downloads, DOWNLOADS, readonly=False, idmapped=True), sandbox.Bind(api, "/run/osbuild/api")]
+    # A file: URL names a host file: the module sees that file, read-only, at its own path,
+    # owned by the sandbox's root so that it can read it whatever its mode.
     for item in wanted.values():
         parts = urllib.parse.urlsplit(item["url"])
         local = urllib.parse.unquote(parts.path)
         if parts.scheme == "file" and os.path.isfile(local):
-            binds.append(sandbox.Bind(local, local))
+            binds.append(sandbox.Bind(local, local, idmapped=True))
+    os.makedirs(staging)
     config = sandbox.SandboxConfig(
         root="/", runner=manifest.host_runner.path, program=source.info.path,
-        binds=binds,
+        identity=identity, staging=staging, binds=binds,
         network=source.info.network,
     )
     try:

@@ -166,7 +166,7 @@ def test_another_builds_files_are_not_readable(lib: Library, tmp_path: Path) -> 
         "files": {"/secret": running}, "say": "secret written", "sleep": 30}}]})
     try:
         wait_for_line(slow, "secret written")
-        work = list((store / "tmp").glob("ws-*/stage-*/upper/secret"))
+        work = list((store / "tmp").glob("ws-*/stage-*/layer/upper/secret"))
         assert work and work[0].read_text() == running, "the running build keeps its work in the store's tmp/"
         committed = [str(p) for p in (store / "objects").glob("*/tree/secret")]
         paths = [*committed, str(work[0]), f"/proc/1/root{work[0]}"]

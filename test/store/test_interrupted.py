@@ -72,7 +72,7 @@ def test_debris_of_a_killed_build_does_not_disturb_a_running_one(lib: Library, t
         lib.build_json({"stages": [stage_call(marker="third")]}, store)
         remaining = [p for p in (store / "tmp").glob("ws-*") if p.is_dir()]
         assert len(remaining) == 1, "the dead workspace is removed"
-        assert list(remaining[0].glob("stage-*/upper")), "the live build's work is untouched"
+        assert list(remaining[0].glob("stage-*/layer/upper")), "the live build's work is untouched"
         assert live.wait(timeout=60) == 0
     finally:
         kill_group(live)
