@@ -89,9 +89,14 @@ ID_COUNT = 65536
 ENGINE_DISK_ID = ID_COUNT
 
 CLONE_NEWUSER = 0x10000000
+CLONE_NEWNET = 0x40000000
+CLONE_NEWNS = 0x00020000
+SYS_PIVOT_ROOT = 155  # x86_64
+MNT_DETACH = 0x2
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
 _libc.unshare.argtypes = [ctypes.c_int]
+_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 
 
 @dataclass(frozen=True)
@@ -186,14 +191,26 @@ class Identity:
         for fd in (self.process_ns, self.mount_ns):
             os.close(fd)
 
-    def enter(self, root: str) -> None:
+    def enter(self, root: str, network: bool) -> None:
         """In a child process before exec: take root as / and become root of the sandbox's user namespace.
 
         The host's groups go; root (a staged root, see _staged_root) lets bubblewrap reach
-        what it binds without walking host directories the namespace cannot enter.
+        what it binds without walking host directories the namespace cannot enter. Without
+        network the process gets a network namespace of its own first, owned by the host's
+        user namespace: the sandbox's root holds no capability over it, so it cannot mount
+        a sysfs (which shows the host's devices) or configure it.
         """
-        os.chroot(root)
+        # A mount namespace whose root is the staged root: nothing of the host's tree is
+        # above it, so a chroot escape inside the sandbox has nowhere to climb to.
+        if _libc.unshare(CLONE_NEWNS) != 0:
+            os._exit(126)
+        os.chdir(root)
+        if _libc.syscall(ctypes.c_long(SYS_PIVOT_ROOT), b".", b".") != 0 or _libc.umount2(b".", MNT_DETACH) != 0:
+            os._exit(126)
+        os.chroot(".")
         os.chdir("/")
+        if not network and _libc.unshare(CLONE_NEWNET) != 0:
+            os._exit(126)
         os.setgroups([])
         if _libc.setns(self.process_ns, CLONE_NEWUSER) != 0:
             os._exit(126)
@@ -263,6 +280,39 @@ def check_build_root(root: str, description: str) -> None:
         raise UserError(f"{description} has no /usr/bin/python3, which runners and stages need: add python3 to it")
 
 
+def resolve_in_root(root: str, path: str) -> str | None:
+    """The host path of `path` inside the tree `root`, its symlinks followed as if root were /.
+
+    A build root is a tree that earlier stages wrote: an absolute symlink in it names a
+    path in that tree, never the host's (its /etc/passwd -> /etc/shadow must not bind the
+    host's shadow). None when it does not exist or loops.
+    """
+    root = root.rstrip("/")
+    todo = [p for p in path.split("/") if p not in ("", ".")]
+    done: list[str] = []
+    links = 0
+    while todo:
+        part = todo.pop(0)
+        if part == "..":
+            if done:
+                done.pop()
+            continue
+        candidate = root + "/" + "/".join([*done, part])
+        if os.path.islink(candidate):
+            links += 1
+            if links > 40:
+                return None
+            target = os.readlink(candidate)
+            if target.startswith("/"):
+                done = []
+            todo = [p for p in target.split("/") if p not in ("", ".")] + todo
+            continue
+        if not os.path.lexists(candidate):
+            return None
+        done.append(part)
+    return root + "/" + "/".join(done) if done else (root or "/")
+
+
 class _Plan:
     """The bwrap arguments of one run, and the binds the engine makes for it beforehand."""
 
@@ -280,6 +330,12 @@ class _Plan:
     def ro(self, source: str, target: str) -> None:
         self.bind(Bind(source, target))
 
+    def ro_in(self, root: str, path: str, target: str) -> None:
+        """Bind a path of the build root read-only, if it exists there."""
+        resolved = resolve_in_root(root, path)
+        if resolved is not None:
+            self.ro(resolved, target)
+
 
 def command(config: SandboxConfig) -> tuple[list[str], list[tuple[Bind, str]]]:
     """The bwrap command line for a sandboxed run, and the host-side binds it expects in config.staging."""
@@ -293,15 +349,13 @@ def command(config: SandboxConfig) -> tuple[list[str], list[tuple[Bind, str]]]:
     ]
     for cap in sorted(set(DEFAULT_CAPABILITIES) | set(config.capabilities)):
         plan.argv += ["--cap-add", cap]
-    if not config.network:
-        plan.argv.append("--unshare-net")
-    plan.ro(f"{root}/usr", "/usr")
+    plan.ro_in(root, "/usr", "/usr")
     for name in TOP_LEVEL_LINKS:
         path = f"{root}/{name}"
         if os.path.islink(path):
             plan.argv += ["--symlink", os.readlink(path), f"/{name}"]
         elif os.path.isdir(path):
-            plan.ro(path, f"/{name}")
+            plan.ro_in(root, f"/{name}", f"/{name}")
     plan.argv += ["--dir", "/etc"]
     for name in ETC_ENTRIES:
         _etc_binds(plan, root, name)
@@ -344,11 +398,11 @@ def _etc_binds(plan: _Plan, root: str, name: str) -> None:
     A directory that holds a secret is made in the sandbox and its other entries are
     bound one by one, so the secret does not exist there at all.
     """
-    source = f"{root}/etc/{name}"
-    if not os.path.exists(source):
+    source = resolve_in_root(root, f"/etc/{name}")
+    if source is None:
         return
     inside = [secret for secret in ETC_SECRETS if secret.startswith(name + "/")]
-    if not inside or os.path.islink(source) or not os.path.isdir(source):
+    if not inside or not os.path.isdir(source):
         plan.ro(source, f"/etc/{name}")
         return
     plan.argv += ["--dir", f"/etc/{name}"]
@@ -380,8 +434,10 @@ def _staged_root(staging: str, identity: Identity, binds: Sequence[tuple[Bind, s
             elif os.path.isdir(f"/{name}"):
                 os.mkdir(os.path.join(staging, name))
                 mounts.readonly_bind(f"/{name}", os.path.join(staging, name))
+        # Writable as the host's is: the kernel lets bubblewrap mount a proc only where one no
+        # more restricted is visible. bubblewrap detaches the staged root before the module runs.
         os.mkdir(os.path.join(staging, "proc"))
-        mounts.readonly_bind("/proc", os.path.join(staging, "proc"))
+        mounts.bind("/proc", os.path.join(staging, "proc"))
         os.mkdir(os.path.join(staging, "tmp"))
         os.mkdir(os.path.join(staging, "dev"))
         for name in STAGED_DEVICES:
@@ -417,7 +473,7 @@ def run(config: SandboxConfig, stdin: bytes, on_output: Callable[[str], None]) -
     """
     argv, binds = command(config)
     with _staged_root(config.staging, config.identity, binds):
-        return _run(argv, functools.partial(config.identity.enter, config.staging), stdin, on_output)
+        return _run(argv, functools.partial(config.identity.enter, config.staging, config.network), stdin, on_output)
 
 
 def _run(argv: list[str], enter: Callable[[], None], stdin: bytes, on_output: Callable[[str], None]) -> SandboxResult:
