@@ -40,11 +40,15 @@ META_SCHEMA: dict[str, Any] = {
         "network": {"type": "boolean"},
         "capabilities": {"type": "array", "items": {"enum": list(GRANTABLE_CAPABILITIES)}},
         "schema": {"type": "object"},
-        # Format 2's contract (osbuild's shape); the format-2 loader reads it.
         "schema_2": {
             "type": "object",
             "additionalProperties": False,
-            "properties": {kind: {"type": "object"} for kind in ("options", "inputs", "devices", "mounts")},
+            "properties": {
+                "options": {"type": "object"},
+                "inputs": {"type": "object"},
+                "devices": {"type": "object"},
+                "mounts": {"type": "object"},
+            },
         },
     },
 }
