@@ -210,28 +210,29 @@ def set_variables(tree: str, path: str, values: dict[str, str], defaults: Sequen
     write_file(tree, path, "\n".join(result) + "\n")
 
 
-def location(url: str, args: Optional[dict[str, Any]] = None) -> str:
+def location(url: str, args: Optional[dict[str, Any]] = None, follow: bool = False) -> str:
     """The host path a format-2 location names: `tree:///PATH`, `mount://NAME/PATH`, `input://NAME/PATH`.
 
     A location without a scheme is a path in the tree. The path may not leave the
-    tree, mount or input it names (`tree_path` rules).
+    tree, mount or input it names (`tree_path` rules); with `follow`, its symlinks,
+    the last one too, are followed as the image would follow them (`resolve_path`).
     """
     args = arguments() if args is None else args
     scheme, sep, rest = url.partition("://")
-    if not sep:
-        return tree_path(args["tree"], url)
-    name, _, path = rest.partition("/")
-    if scheme == "tree":
-        if name:
+    root, path = args["tree"], url
+    if sep:
+        name, _, path = rest.partition("/")
+        path = "/" + path
+        if scheme == "tree" and name:
             raise StageError(f"{url}: a tree location has no name (write tree:///PATH)")
-        return tree_path(args["tree"], "/" + path)
-    if scheme not in ("mount", "input"):
-        raise StageError(f"{url}: unknown scheme {scheme!r} (use tree://, mount:// or input://)")
-    kind = scheme + "s"
-    entry = args.get(kind, {}).get(name)
-    if entry is None:
-        raise StageError(f"{url}: the stage has no {scheme} named {name!r}")
-    return tree_path(entry["path"] if isinstance(entry, dict) else entry, "/" + path)
+        if scheme in ("mount", "input"):
+            entry = args.get(scheme + "s", {}).get(name)
+            if entry is None:
+                raise StageError(f"{url}: the stage has no {scheme} named {name!r}")
+            root = entry["path"] if isinstance(entry, dict) else entry
+        elif scheme != "tree":
+            raise StageError(f"{url}: unknown scheme {scheme!r} (use tree://, mount:// or input://)")
+    return resolve_path(root, path) if follow else tree_path(root, path)
 
 
 def input_files(name: str, args: Optional[dict[str, Any]] = None) -> list[str]:
