@@ -119,6 +119,11 @@ def test_key_and_keys_and_an_empty_home(shared_store):
     assert line.startswith("alice:x:1000:1000::/home/alice:")
 
 
+def test_an_empty_password_is_no_password(shared_store):
+    changes = stage_changes(base_stages(), [users(alice={"password": ""})], shared_store, source_epoch=SOURCE_EPOCH)
+    assert changes["changed"]["/etc/shadow"]["lines"]["added"] == [f"alice::{EPOCH_DAY}::::::"]
+
+
 def test_tree_without_account_files_fails_clearly(shared_store):
     bare = [{"name": "org.osbuild.copy", "options": {"files": [{"path": "/etc/passwd", "text": PASSWD}]}}]
     report = build_failure([*bare, users(alice={})], shared_store)
