@@ -27,6 +27,8 @@ ARGUMENTS_PATH = "/run/osbuild/api/arguments"
 METADATA_PATH = "/run/osbuild/meta"
 SOURCES_PATH = "/run/osbuild/sources"
 DEVICE_NODES_PATH = "/run/osbuild/device-nodes"
+# How many symlinks resolve_path follows before it calls the path a loop (Linux's own limit).
+SYMLINK_LIMIT = 40
 
 
 class StageError(Exception):
@@ -100,6 +102,37 @@ def tree_path(tree: str, path: str) -> str:
     return joined
 
 
+def resolve_path(tree: str, path: str) -> str:
+    """The host path of `path` with its symlinks followed as the image would follow them.
+
+    Absolute link targets start at the tree's root and ".." stops there, as under
+    chroot, so the result always lies inside the tree. A path whose own ".."
+    climb out of the tree is refused, as by `tree_path`.
+    """
+    root = tree_path(tree, "/")
+    tree_path(tree, path)
+    pending = [part for part in path.split("/") if part not in ("", ".")]
+    resolved: list[str] = []
+    links = 0
+    while pending:
+        part = pending.pop(0)
+        if part == "..":
+            resolved = resolved[:-1]
+            continue
+        candidate = os.path.join(root, *resolved, part)
+        if not os.path.islink(candidate):
+            resolved.append(part)
+            continue
+        links += 1
+        if links > SYMLINK_LIMIT:
+            raise StageError(f"{path}: too many levels of symbolic links")
+        target = os.readlink(candidate)
+        if target.startswith("/"):
+            resolved = []
+        pending = [part for part in target.split("/") if part not in ("", ".")] + pending
+    return os.path.join(root, *resolved)
+
+
 def make_parents(target: str, mode: int = 0o755) -> None:
     """Create the missing parent directories of a host path, with exactly `mode` whatever the umask."""
     missing = []
@@ -142,6 +175,30 @@ def write_file(tree: str, path: str, data: Union[str, bytes], mode: Optional[int
     return target
 
 
+@contextlib.contextmanager
+def output_file(tree: str, path: str) -> Iterator[Any]:
+    """An open binary file that replaces `path` in the tree when the block succeeds.
+
+    For output too large to hold in memory (images, archives): it is written beside
+    the target and renamed over it, never through a symlink, and removed if the
+    block fails. Missing parents are created (0755); the new file is 0644, root's.
+    """
+    target = tree_path(tree, path)
+    if os.path.isdir(target) and not os.path.islink(target):
+        raise StageError(f"{path} is a directory")
+    make_parents(target)
+    temporary = os.path.join(os.path.dirname(target), f".{os.path.basename(target)}.osbuild-new")
+    try:
+        with open(temporary, "wb") as f:
+            yield f
+        os.chown(temporary, 0, 0)
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, target)
+    finally:
+        if os.path.lexists(temporary):
+            os.unlink(temporary)
+
+
 def set_variables(tree: str, path: str, values: dict[str, str], defaults: Sequence[tuple[str, str]] = ()) -> None:
     """Set KEY=VALUE lines in a file of shell variables in the tree, keeping its other lines.
 
@@ -168,6 +225,87 @@ def set_variables(tree: str, path: str, values: dict[str, str], defaults: Sequen
     if not exists:
         result += [f"{key}={value}" for key, value in defaults]
     write_file(tree, path, "\n".join(result) + "\n")
+
+
+def location(url: str, args: Optional[dict[str, Any]] = None, follow: bool = False) -> str:
+    """The host path a format-2 location names: `tree:///PATH`, `mount://NAME/PATH`, `input://NAME/PATH`.
+
+    A location without a scheme is a path in the tree. The path may not leave the
+    tree, mount or input it names (`tree_path` rules); with `follow`, its symlinks,
+    the last one too, are followed as the image would follow them (`resolve_path`).
+    """
+    args = arguments() if args is None else args
+    scheme, sep, rest = url.partition("://")
+    root, path = args["tree"], url
+    if sep:
+        name, _, path = rest.partition("/")
+        path = "/" + path
+        if scheme == "tree" and name:
+            raise StageError(f"{url}: a tree location has no name (write tree:///PATH)")
+        if scheme in ("mount", "input"):
+            entry = args.get(scheme + "s", {}).get(name)
+            if entry is None:
+                raise StageError(f"{url}: the stage has no {scheme} named {name!r}")
+            root = entry["path"] if isinstance(entry, dict) else entry
+        elif scheme != "tree":
+            raise StageError(f"{url}: unknown scheme {scheme!r} (use tree://, mount:// or input://)")
+    return resolve_path(root, path) if follow else tree_path(root, path)
+
+
+def input_files(name: str, args: Optional[dict[str, Any]] = None) -> list[str]:
+    """Host paths of the files of the format-2 files input `name`, sorted by their names in the input."""
+    args = arguments() if args is None else args
+    entry = args.get("inputs", {}).get(name)
+    if entry is None:
+        raise StageError(f"the stage has no input named {name!r}")
+    files = entry.get("data", {}).get("files", {})
+    return [tree_path(entry["path"], file) for file in sorted(files)]
+
+
+def source_file(tree: str, options: dict[str, Any], option: str = "path", name: str = "file") -> str:
+    """The one file a stage reads: `options[option]`, a path in the tree (format 1), or else
+    the single file of the files input `name` (format 2)."""
+    if option in options:
+        path = resolve_path(tree, options[option])
+        if not os.path.isfile(path):
+            raise StageError(f"{options[option]} is not a file in the tree")
+        return path
+    files = input_files(name)
+    if len(files) != 1:
+        raise StageError(f"input {name!r} must hold exactly one file, it holds {len(files)}")
+    return files[0]
+
+
+def systemd_config(sections: dict[str, dict[str, Any]], first: Sequence[str] = ("Unit",),
+                   last: Sequence[str] = ("Install",)) -> str:
+    """The text of a systemd unit or configuration file: `[Section]` blocks of `Key=value` lines.
+
+    Sections in `first` come first and those in `last` last, the others between in
+    name order; keys are in name order, so the text does not depend on the order of
+    a manifest's keys. A list is one line per item; a boolean is yes or no; an
+    `{"key", "value"}` item is a quoted `"KEY=value"` environment assignment, its %
+    and quotes escaped. A value with a newline is refused.
+    """
+    order = {name: i for i, name in enumerate(first)}
+    order.update({name: len(first) + 1 + i for i, name in enumerate(last)})
+    blocks = []
+    for section in sorted(sections, key=lambda name: (order.get(name, len(first)), name)):
+        lines = [f"[{section}]"]
+        for key in sorted(sections[section]):
+            value = sections[section][key]
+            for item in value if isinstance(value, list) else [value]:
+                if isinstance(item, bool):
+                    text = "yes" if item else "no"
+                elif isinstance(item, dict):
+                    assignment = f"{item['key']}={item['value']}".replace("\\", "\\\\").replace('"', '\\"')
+                    text = '"' + assignment.replace("%", "%%") + '"'
+                else:
+                    text = str(item)
+                if "\n" in text:
+                    raise StageError(f"{section}.{key}: a value may not contain a newline")
+                lines.append(f"{key}={text}")
+        blocks.append("\n".join(lines) + "\n")
+    return "\n".join(blocks)
 
 
 def run(argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:

@@ -40,6 +40,16 @@ META_SCHEMA: dict[str, Any] = {
         "network": {"type": "boolean"},
         "capabilities": {"type": "array", "items": {"enum": list(GRANTABLE_CAPABILITIES)}},
         "schema": {"type": "object"},
+        "schema_2": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "options": {"type": "object"},
+                "inputs": {"type": "object"},
+                "devices": {"type": "object"},
+                "mounts": {"type": "object"},
+            },
+        },
     },
 }
 

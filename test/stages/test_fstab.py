@@ -27,6 +27,9 @@ def test_fstab_lines(shared_store):
         {"label": "data disk", "path": "/srv/my data", "vfs_type": "xfs", "freq": 1, "passno": 2},
         {"device": "/dev/vdb", "path": "none", "vfs_type": "swap", "options": "sw"},
         {"device": "tmpfs", "path": "/tmp", "vfs_type": "tmpfs"},
+        {"partlabel": "var", "path": "/var", "vfs_type": "ext4", "passno": 2},
+        # osbuild's default type.
+        {"device": "/srv/image", "path": "/mnt", "options": "loop"},
     )
     changes = stage_changes(base_stages(), [stage], shared_store)
     assert_changes(changes, {"added": {"/etc/fstab": {"type": "file", "mode": "0644", "uid": 0, "text": (
@@ -35,6 +38,8 @@ def test_fstab_lines(shared_store):
         "LABEL=data\\040disk\t/srv/my\\040data\txfs\tdefaults\t1\t2\n"
         "/dev/vdb\tnone\tswap\tsw\t0\t0\n"
         "tmpfs\t/tmp\ttmpfs\tdefaults\t0\t0\n"
+        "PARTLABEL=var\t/var\text4\tdefaults\t0\t2\n"
+        "/srv/image\t/mnt\tnone\tloop\t0\t0\n"
     )}}})
 
 
@@ -58,7 +63,8 @@ def test_fstab_replaces_the_old_table(shared_store):
      ".stages[0].options.filesystems[0].options"),
     ({"uuid": "not a uuid", "path": "/", "vfs_type": "ext4"}, ".stages[0].options.filesystems[0].uuid"),
     ({"uuid": ROOT_UUID, "path": "root", "vfs_type": "ext4"}, ".stages[0].options.filesystems[0].path"),
-    ({"uuid": ROOT_UUID, "path": "/"}, ".stages[0].options.filesystems[0]"),
+    ({"uuid": ROOT_UUID}, ".stages[0].options.filesystems[0]"),
+    ({"partlabel": "var", "label": "var", "path": "/var"}, ".stages[0].options.filesystems[0]"),
 ])
 def test_bad_options_are_rejected_before_anything_runs(shared_store, entry, path):
     assert_rejected(STAGE, {"filesystems": [entry]}, path, shared_store)

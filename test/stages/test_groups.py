@@ -52,6 +52,16 @@ def test_existing_group_gets_the_given_gid_or_is_left_alone(shared_store):
     })
 
 
+def test_force_keeps_existing_groups_and_takes_a_free_gid(shared_store):
+    stage = {"name": STAGE, "options": {"force": True, "groups": {"wheel": {"gid": 11}, "staff": {"gid": 10}}}}
+    changes = stage_changes(base_stages(), [stage], shared_store)
+    assert_changes(changes, {
+        "added": {"/etc/group-": {"text": GROUP}, "/etc/gshadow-": {"text": GSHADOW}},
+        "changed": {"/etc/group": {"lines": {"removed": [], "added": ["staff:x:1000:"]}},
+                    "/etc/gshadow": {"lines": {"removed": [], "added": ["staff:!::"]}}},
+    })
+
+
 def test_gid_in_use_fails_with_groupadds_reason(shared_store):
     report = build_failure([*base_stages(), groups(staff={"gid": 10})], shared_store)
     assert "groupadd: GID '10' already exists" in report
@@ -70,6 +80,7 @@ def test_tree_without_group_files_fails_clearly(shared_store):
     ({"groups": {"Docker Users": {}}}, ".stages[0].options.groups"),
     ({"groups": ["docker"]}, ".stages[0].options.groups"),
     ({"groups": {}, "users": {}}, ".stages[0].options"),
+    ({"groups": {}, "force": "yes"}, ".stages[0].options.force"),
 ])
 def test_bad_options_are_rejected_before_anything_runs(shared_store, options, path):
     assert_rejected(STAGE, options, path, shared_store)

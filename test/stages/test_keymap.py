@@ -82,8 +82,39 @@ def test_other_distributions_get_only_vconsole_conf(shared_store):
     assert_changes(changes, {"added": {"/etc/vconsole.conf": {"text": "KEYMAP=de-latin1\n"}}})
 
 
+OSBUILD_OPTIONS = {"keymap": "se-dvorak", "x11-keymap": {"layouts": ["cz", "us"]}, "font": "eurlatgr"}
+
+
+def test_font_and_x11_layouts_elsewhere_go_to_xorg_conf_d(shared_store):
+    changes = stage_changes(other_distribution_stages(), [{"name": STAGE, "options": OSBUILD_OPTIONS}], shared_store)
+    assert_changes(changes, {"added": {
+        "/etc/vconsole.conf": {"text": "KEYMAP=se-dvorak\nFONT=eurlatgr\n"},
+        "/etc/X11": {"type": "dir"}, "/etc/X11/xorg.conf.d": {"type": "dir", "mode": "0755"},
+        "/etc/X11/xorg.conf.d/00-keyboard.conf": {"mode": "0644", "text": (
+            "# Written by osbuild (org.osbuild.keymap).\n"
+            'Section "InputClass"\n'
+            '        Identifier "system-keyboard"\n'
+            '        MatchIsKeyboard "on"\n'
+            '        Option "XkbLayout" "cz,us"\n'
+            "EndSection\n")},
+    }})
+
+
+def test_x11_layouts_on_debian_go_to_etc_default_keyboard(shared_store):
+    options = {"keymap": "de-latin1-nodeadkeys", "x11-keymap": {"layouts": ["de", "us"]}}
+    changes = stage_changes(base_stages(), [{"name": STAGE, "options": options}], shared_store)
+    assert_changes(changes, {"added": {
+        "/etc/vconsole.conf": {"text": "KEYMAP=de-latin1-nodeadkeys\n"},
+        "/etc/default": {"type": "dir"},
+        "/etc/default/keyboard": {"text": keyboard("pc105", "de,us")},
+    }})
+
+
 @pytest.mark.parametrize(("options", "path"), [
     ({"keymap": "us", "x11": "us"}, ".stages[0].options"),
+    ({"keymap": "us", "x11-keymap": {"layouts": []}}, ".stages[0].options.x11-keymap.layouts"),
+    ({"keymap": "us", "x11-keymap": {"layouts": ["us"], "variant": "intl"}}, ".stages[0].options.x11-keymap"),
+    ({"keymap": "us", "font": "a b"}, ".stages[0].options.font"),
     ({"keymap": ["us"]}, ".stages[0].options.keymap"),
     ({"keymap": "us\n"}, ".stages[0].options.keymap"),
     ({"keymap": "../us"}, ".stages[0].options.keymap"),

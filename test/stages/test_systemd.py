@@ -62,6 +62,19 @@ def test_disable_and_mask(shared_store):
     })
 
 
+def test_names_without_suffix_and_masked_generators_as_osbuild_has_them(shared_store):
+    stage = systemd(enabled_services=["demo"], masked_generators=["systemd-gpt-auto-generator"])
+    changes = stage_changes(base_stages(), [stage], shared_store)
+    assert_changes(changes, {"added": {
+        "/etc/systemd": {"type": "dir"},
+        "/etc/systemd/system": {"type": "dir"},
+        "/etc/systemd/system/multi-user.target.wants": {"type": "dir"},
+        "/etc/systemd/system/multi-user.target.wants/demo.service": {"type": "symlink", "target": f"{UNITS}/demo.service"},
+        "/etc/systemd/system-generators": {"type": "dir", "mode": "0755"},
+        "/etc/systemd/system-generators/systemd-gpt-auto-generator": {"type": "symlink", "target": "/dev/null"},
+    }})
+
+
 def test_enabling_a_unit_the_tree_lacks_fails(shared_store):
     report = build_failure([*base_stages(), systemd(enabled_services=["sshd.service"])], shared_store)
     assert "sshd.service does not exist" in report
@@ -71,7 +84,8 @@ def test_enabling_a_unit_the_tree_lacks_fails(shared_store):
 @pytest.mark.parametrize(("options", "path"), [
     ({"enabled_services": ["demo.service"], "preset": True}, ".stages[0].options"),
     ({"enabled_services": "demo.service"}, ".stages[0].options.enabled_services"),
-    ({"disabled_services": ["demo"]}, ".stages[0].options.disabled_services[0]"),
+    ({"disabled_services": ["demo service"]}, ".stages[0].options.disabled_services[0]"),
+    ({"masked_generators": ["../bin/sh"]}, ".stages[0].options.masked_generators[0]"),
     ({"masked_services": ["../demo.service"]}, ".stages[0].options.masked_services[0]"),
     ({"default_target": "multi-user.service"}, ".stages[0].options.default_target"),
     ({"default_target": ["multi-user.target"]}, ".stages[0].options.default_target"),

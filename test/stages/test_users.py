@@ -109,6 +109,21 @@ def test_existing_user_is_modified(shared_store):
     }})
 
 
+def test_key_and_keys_and_an_empty_home(shared_store):
+    second = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQC7 alice@desktop"
+    changes = stage_changes(base_stages(), [users(alice={"home": "", "key": KEY, "keys": [second]})], shared_store,
+                            source_epoch=SOURCE_EPOCH)
+    keys = changes["added"]["/home/alice/.ssh/authorized_keys"]
+    assert keys["text"] == f"{KEY}\n{second}\n"
+    [line] = changes["changed"]["/etc/passwd"]["lines"]["added"]
+    assert line.startswith("alice:x:1000:1000::/home/alice:")
+
+
+def test_an_empty_password_is_no_password(shared_store):
+    changes = stage_changes(base_stages(), [users(alice={"password": ""})], shared_store, source_epoch=SOURCE_EPOCH)
+    assert changes["changed"]["/etc/shadow"]["lines"]["added"] == [f"alice::{EPOCH_DAY}::::::"]
+
+
 def test_tree_without_account_files_fails_clearly(shared_store):
     bare = [{"name": "org.osbuild.copy", "options": {"files": [{"path": "/etc/passwd", "text": PASSWD}]}}]
     report = build_failure([*bare, users(alice={})], shared_store)
@@ -130,6 +145,8 @@ def test_missing_group_fails_with_useradds_reason(shared_store):
     ({"users": {"alice": {"description": "a:b"}}}, ".stages[0].options.users.alice.description"),
     ({"users": {"alice": {"shell": "/bin/sh\n"}}}, ".stages[0].options.users.alice.shell"),
     ({"users": {"Alice Liddell": {}}}, ".stages[0].options.users"),
+    ({"users": {"alice": {"keys": KEY}}}, ".stages[0].options.users.alice.keys"),
+    ({"users": {"alice": {"home": "home/alice"}}}, ".stages[0].options.users.alice.home"),
     ({"users": {}, "groups": {}}, ".stages[0].options"),
 ])
 def test_bad_options_are_rejected_before_anything_runs(shared_store, options, path):
