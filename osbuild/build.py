@@ -91,7 +91,7 @@ def clamp_times(root: str, epoch: int) -> None:
     os.utime(root, (min(st.st_atime, epoch), min(st.st_mtime, epoch)))
 
 
-def make_device_nodes(tree: str, requests: str, stage: Stage) -> None:
+def make_device_nodes(tree: str, requests: str, stage: Stage, identity: sandbox.Identity) -> None:
     """Make the device nodes a stage asked for (osbuild.api.device_node) in its tree, now that it has ended.
 
     Paths are walked from the tree's root without following symlinks, so a tree cannot
@@ -99,6 +99,10 @@ def make_device_nodes(tree: str, requests: str, stage: Stage) -> None:
     """
     with open(requests, encoding="utf-8") as f:
         lines = [line for line in f.read().splitlines() if line.strip()]
+    if lines and identity.rootless:
+        raise BuildError(f"stage {stage.name} (id {stage.id}) asked for device nodes, which only a build as root "
+                         "can make")
+    base = sandbox.ID_BASE if not identity.rootless else 0
     for line in lines:
         try:
             request = json.loads(line)
@@ -129,7 +133,7 @@ def make_device_nodes(tree: str, requests: str, stage: Stage) -> None:
                 os.unlink(name, dir_fd=directory)
             os.mknod(name, stat.S_IFCHR | 0o600, os.makedev(major, minor), dir_fd=directory)
             # Through the tree's idmapped layers: the sandbox's ids are its owners on disk.
-            os.chown(name, sandbox.ID_BASE + uid, sandbox.ID_BASE + gid, dir_fd=directory, follow_symlinks=False)
+            os.chown(name, base + uid, base + gid, dir_fd=directory, follow_symlinks=False)
             os.chmod(name, mode & 0o7777, dir_fd=directory)
             if mtime is not None:
                 os.utime(name, ns=(mtime, mtime), dir_fd=directory, follow_symlinks=False)
@@ -295,7 +299,7 @@ class Builder:
         try:
             outcome = sandbox.run(config, json.dumps(arguments).encode(), self.monitor.stage_output)
             if outcome.returncode == 0 and stage.kind != "assembler":
-                make_device_nodes(tree, nodes_file, stage)
+                make_device_nodes(tree, nodes_file, stage, self.identity)
         finally:
             umount(tree)
             if layer_mount is not None:
@@ -306,7 +310,7 @@ class Builder:
             remove_tree(work)
             raise StageFailed(failure)
         metadata = self._read_metadata(meta_file, stage)
-        if stage.kind != "assembler":
+        if stage.kind != "assembler" and not self.identity.rootless:
             restore_engine_owned(result_dir)
         if pipeline.source_epoch is not None:
             clamp_times(result_dir, pipeline.source_epoch)
@@ -347,7 +351,9 @@ class Builder:
 
     def _empty_dir(self, name: str = "empty") -> str:
         path = os.path.join(self.workspace.path, name)
-        os.makedirs(path, mode=0o755, exist_ok=True)
+        if not os.path.isdir(path):
+            os.makedirs(path, mode=0o755)
+            self.identity.own(path)  # an empty tree's root belongs to the module's root, as a tree's would
         return path
 
     def _idmapped(self, layer: str) -> str:
@@ -384,7 +390,8 @@ class Builder:
         os.mkdir(layer_mount)
         self.identity.idmap(layer, layer_mount, readonly=False)
         mount_overlay(target, [self._idmapped(lower) for lower in lowers],
-                      os.path.join(layer_mount, "upper"), os.path.join(layer_mount, "work"), volatile=True)
+                      os.path.join(layer_mount, "upper"), os.path.join(layer_mount, "work"), volatile=True,
+                      userxattr=self.identity.rootless)
 
     def _mount_readonly(self, object_id: str | None, target: str, idmapped: bool = False) -> None:
         """Mount an object's complete tree read-only on target (an empty tree for None).
@@ -401,7 +408,7 @@ class Builder:
             lowers.append(self._empty_dir("empty-bottom"))
         if idmapped:
             lowers = [self._idmapped(lower) for lower in lowers]
-        mount_overlay(target, lowers)
+        mount_overlay(target, lowers, userxattr=sandbox.rootless())
 
     def _build_root(self, pipeline: Pipeline) -> str:
         """The root whose tools run the pipeline's stages: the build pipeline's tree, or the host."""
@@ -441,6 +448,9 @@ class Builder:
             source = mounted
         try:
             subprocess.run(["cp", "-a", "--reflink=auto", source + "/.", staging], check=True)
+            if sandbox.rootless() and mounted is None:
+                # Image files belong to the user who built them; a tree keeps its owners (shifted on disk).
+                subprocess.run(["chown", "-R", "0:0", staging], check=True)
         finally:
             if mounted:
                 umount(mounted)

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 import osbuild
-from osbuild import formats, mounts
+from osbuild import formats, mounts, sandbox
 from osbuild.build import Builder, BuildResult
 from osbuild.errors import BuildError, UserError
 from osbuild.meta import Index
@@ -81,10 +81,15 @@ def parser() -> ArgumentParser:
     return p
 
 
+# What was read from standard input, for a build that starts again in a user namespace.
+_stdin_text: list[str] = []
+
+
 def read_input(path: str, what: str) -> str:
     try:
         if path == "-":
-            return sys.stdin.read()
+            _stdin_text.append(sys.stdin.read())
+            return _stdin_text[-1]
         with open(path, encoding="utf-8") as f:
             return f.read()
     except FileNotFoundError as e:
@@ -246,7 +251,14 @@ def run(args: argparse.Namespace) -> int:
         exports = [manifest.pipelines[-1]]
     checkpoints = checkpoint_ids(manifest, args.checkpoint)
     if os.geteuid() != 0:
-        raise UserError("osbuild must run as root: it builds trees in namespaces and mounts overlays")
+        # An ordinary user's build runs in a user namespace of its own: start again there,
+        # with what this process read from standard input as the new one's.
+        if _stdin_text:
+            fd = os.memfd_create("osbuild-stdin")
+            os.write(fd, _stdin_text[-1].encode())
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.dup2(fd, 0)
+        sandbox.run_rootless([sys.executable, "-m", "osbuild", *sys.argv[1:]])
     if args.output_directory:
         check_writable(args.output_directory)
     monitor = monitor_for(args)

@@ -178,7 +178,7 @@ def umount(target: str) -> None:
 
 
 def mount_overlay(target: str, lowers: Sequence[str], upper: str | None = None, work: str | None = None,
-                  volatile: bool = False) -> None:
+                  volatile: bool = False, userxattr: bool = False) -> None:
     """Mount an overlay of `lowers` (top-most first) on target.
 
     With `upper` and `work` the mount is writable and every change lands in
@@ -191,21 +191,25 @@ def mount_overlay(target: str, lowers: Sequence[str], upper: str | None = None, 
         raise ValueError("an overlay needs at least one lower layer")
     if upper is None and len(lowers) < 2:
         raise ValueError("a read-only overlay needs at least two lower layers")
+    features: tuple[str, ...] = OVERLAY_FEATURES
+    if userxattr:
+        # In a user namespace "off" may mean "follow", which userxattr refuses; neither creates redirects.
+        features = ("redirect_dir=nofollow", *OVERLAY_FEATURES[1:], "userxattr=on")
     try:
-        _mount_overlay_fsconfig(target, lowers, upper, work, volatile)
+        _mount_overlay_fsconfig(target, lowers, upper, work, volatile, features)
     except MountError as e:
         # ENOSYS: no new mount API; EINVAL: a kernel before "lowerdir+" (6.8).
         if e.errno not in (errno.ENOSYS, errno.EINVAL):
             raise
-        _mount_overlay_classic(target, lowers, upper, work, volatile)
+        _mount_overlay_classic(target, lowers, upper, work, volatile, features)
 
 
 def _mount_overlay_classic(target: str, lowers: Sequence[str], upper: str | None, work: str | None,
-                           volatile: bool) -> None:
+                           volatile: bool, features: Sequence[str]) -> None:
     options = ["lowerdir=" + ":".join(lowers)]
     if upper is not None:
         options += [f"upperdir={upper}", f"workdir={work}"] + (["volatile"] if volatile else [])
-    options += OVERLAY_FEATURES
+    options += [f.removesuffix("=on") for f in features]
     data = ",".join(options)
     if len(data) > _CLASSIC_OPTIONS_LIMIT:
         raise MountError(errno.E2BIG,
@@ -221,7 +225,7 @@ def _syscall(number: int, *args: object) -> int:
 
 
 def _mount_overlay_fsconfig(target: str, lowers: Sequence[str], upper: str | None, work: str | None,
-                            volatile: bool) -> None:
+                            volatile: bool, features: Sequence[str]) -> None:
     fs_fd = _syscall(SYS_FSOPEN, ctypes.c_char_p(b"overlay"), ctypes.c_uint(FSOPEN_CLOEXEC))
     if fs_fd < 0:
         _raise("fsopen overlay for", target)
@@ -240,9 +244,14 @@ def _mount_overlay_fsconfig(target: str, lowers: Sequence[str], upper: str | Non
                 if _syscall(SYS_FSCONFIG, ctypes.c_int(fs_fd), ctypes.c_uint(FSCONFIG_SET_FLAG),
                             ctypes.c_char_p(b"volatile"), None, ctypes.c_int(0)) < 0:
                     _raise("overlay option volatile for", target)
-        for feature in OVERLAY_FEATURES:
+        for feature in features:
             key, value = feature.split("=", 1)
-            set_string(key, value)
+            if value == "on":
+                if _syscall(SYS_FSCONFIG, ctypes.c_int(fs_fd), ctypes.c_uint(FSCONFIG_SET_FLAG),
+                            ctypes.c_char_p(key.encode()), None, ctypes.c_int(0)) < 0:
+                    _raise(f"overlay option {key} for", target)
+            else:
+                set_string(key, value)
         if _syscall(SYS_FSCONFIG, ctypes.c_int(fs_fd), ctypes.c_uint(FSCONFIG_CMD_CREATE),
                     None, None, ctypes.c_int(0)) < 0:
             _raise("create overlay for", target)

@@ -163,6 +163,63 @@ def _subordinate_overlap(path: str, base: int, count: int) -> str | None:
     return None
 
 
+ROOTLESS_ENV = "OSBUILD_ROOTLESS"
+
+
+def rootless() -> bool:
+    """True in an engine that an ordinary user started (it runs in the user's namespace, see run_rootless)."""
+    return os.environ.get(ROOTLESS_ENV) == "1"
+
+
+def _subordinate_range(path: str, user: str, uid: int) -> tuple[int, int] | None:
+    """The first range of at least ID_COUNT ids that /etc/subuid or /etc/subgid gives the user."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split(":")
+        if len(fields) == 3 and fields[0] in (user, str(uid)) and fields[1].isdigit() and fields[2].isdigit():
+            if int(fields[2]) >= ID_COUNT:
+                return int(fields[1]), int(fields[2])
+    return None
+
+
+def run_rootless(argv: Sequence[str]) -> None:
+    """Start the engine again as root of a user namespace of the calling user; never returns.
+
+    The namespace maps its root to the user and its ids 1..ID_COUNT to the user's
+    subordinate ids, so the store belongs to the user and trees hold their files with
+    the subordinate ids on disk. Modules then run one namespace further in (Identity):
+    their root is the namespace's id 1, and the user's own files are out of their reach.
+    """
+    import pwd  # noqa: PLC0415 (only here: modules in a sandbox import this file's constants)
+    import shutil  # noqa: PLC0415
+
+    uid = os.getuid()
+    try:
+        user = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        user = str(uid)
+    ranges = [_subordinate_range(path, user, uid) for path in ("/etc/subuid", "/etc/subgid")]
+    if ranges[0] is None or ranges[1] is None:
+        raise UserError(f"osbuild without root needs {ID_COUNT} subordinate ids for user {user} in /etc/subuid and "
+                        f"/etc/subgid; as root: usermod --add-subuids 200000-{200000 + ID_COUNT - 1} "
+                        f"--add-subgids 200000-{200000 + ID_COUNT - 1} {user}")
+    for tool in ("newuidmap", "newgidmap", "unshare"):
+        if shutil.which(tool) is None:
+            raise UserError(f"osbuild without root needs {tool}: as root, apt-get install uidmap util-linux")
+    probe = subprocess.run(["unshare", "--user", "true"], capture_output=True, text=True, check=False)
+    if probe.returncode != 0:
+        raise UserError("osbuild without root needs user namespaces, which this host does not allow an ordinary user "
+                        "(sysctl user.max_user_namespaces, kernel.unprivileged_userns_clone)")
+    (suid, _), (sgid, _) = ranges[0], ranges[1]
+    os.environ[ROOTLESS_ENV] = "1"
+    os.execvp("unshare", ["unshare", "--user", "--map-root-user", f"--map-users={suid},1,{ID_COUNT}",
+                          f"--map-groups={sgid},1,{ID_COUNT}", "--mount", "--", *argv])
+
+
 @dataclass
 class Identity:
     """Who a build's modules are: root of a user namespace mapped to host ids that own nothing.
@@ -174,10 +231,20 @@ class Identity:
     """
 
     process_ns: int
-    mount_ns: int
+    mount_ns: int | None             # None without root: no idmapped mounts then
+    # The module's root as the engine sees it: 0 as root (through idmapped mounts), 1 without root.
+    module_root: int = 0
+
+    @property
+    def rootless(self) -> bool:
+        return self.mount_ns is None
 
     @classmethod
     def create(cls) -> Identity:
+        if rootless():
+            # Without root there are no idmapped mounts: modules run one namespace in, their
+            # root is this namespace's id 1, and files keep on disk the subordinate ids they map to.
+            return cls(_user_namespace(f"0 1 {ID_COUNT}\n"), None, module_root=1)
         for path in ("/etc/subuid", "/etc/subgid"):
             line = _subordinate_overlap(path, ID_BASE, ID_COUNT + 1)
             if line is not None:
@@ -188,8 +255,9 @@ class Identity:
         return cls(process_ns, mount_ns)
 
     def close(self) -> None:
-        for fd in (self.process_ns, self.mount_ns):
-            os.close(fd)
+        os.close(self.process_ns)
+        if self.mount_ns is not None:
+            os.close(self.mount_ns)
 
     def enter(self, root: str, network: bool) -> None:
         """In a child process before exec: take root as / and become root of the sandbox's user namespace.
@@ -218,8 +286,23 @@ class Identity:
         os.setresuid(0, 0, 0)
 
     def idmap(self, source: str, target: str, readonly: bool) -> None:
-        """Mount source on target so that a module sees (and writes) its files with their owners on disk."""
-        mounts.idmapped_bind(source, target, self.mount_ns, readonly)
+        """Mount source on target so that a module sees (and writes) its files with their owners on disk.
+
+        Without root the ids are already the module's (shifted on disk); a directory or
+        file the engine made for a module to write is given to the module's root.
+        """
+        if self.mount_ns is not None:
+            mounts.idmapped_bind(source, target, self.mount_ns, readonly)
+        elif readonly:
+            mounts.readonly_bind(source, target)
+        else:
+            os.chown(source, self.module_root, self.module_root)
+            mounts.bind(source, target)
+
+    def own(self, path: str) -> None:
+        """Give a directory the engine made (an empty tree's root) to the module's root."""
+        if self.module_root:
+            os.chown(path, self.module_root, self.module_root)
 
 
 @dataclass

@@ -104,6 +104,8 @@ def _fetch_source(manifest: Manifest, source: Source, wanted: dict[str, dict[str
             if not verify(path, checksum):
                 bad.append(f"{checksum} from {wanted[checksum]['url']}: content does not match the checksum")
                 continue
+            os.chown(path, 0, 0)  # the fetcher's root is someone else without root: the store owns its files
+            os.chmod(path, 0o644)
             os.rename(path, store.source_path(FILES, checksum))
             fetched += 1
     finally:

@@ -158,6 +158,8 @@ def diff(old_root: str, new_root: str, text: bool = False, times: bool = False) 
 # -- what one overlay layer changed -----------------------------------------------------
 
 OPAQUE_XATTR = "trusted.overlay.opaque"
+# An overlay mounted in a user namespace (a build without root) keeps its marks here instead.
+USER_OPAQUE_XATTR = "user.overlay.opaque"
 
 
 def is_whiteout(st: os.stat_result) -> bool:
@@ -165,10 +167,13 @@ def is_whiteout(st: os.stat_result) -> bool:
 
 
 def is_opaque(path: str) -> bool:
-    try:
-        return os.getxattr(path, OPAQUE_XATTR, follow_symlinks=False) == b"y"
-    except OSError:
-        return False
+    for name in (OPAQUE_XATTR, USER_OPAQUE_XATTR):
+        try:
+            if os.getxattr(path, name, follow_symlinks=False) == b"y":
+                return True
+        except OSError:
+            pass
+    return False
 
 
 def light_entry(path: str, st: os.stat_result) -> dict[str, Any]:
@@ -181,7 +186,7 @@ def light_entry(path: str, st: os.stat_result) -> dict[str, Any]:
         entry["target"] = os.readlink(path)
     elif kind in ("char", "block"):
         entry["rdev"] = f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}"
-    attrs = {k: v for k, v in xattrs(path).items() if not k.startswith("trusted.overlay.")}
+    attrs = {k: v for k, v in xattrs(path).items() if not k.startswith(("trusted.overlay.", "user.overlay."))}
     if attrs:
         entry["xattrs"] = attrs
     return entry
