@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 from conftest import REPO
+from rootless import readable_copy, rootless_user, run_as_user, user_checkout, user_dir  # noqa: F401 (fixtures)
 from testlib import TEST_STAGE, Library, wait_until_gone
 
 from osbuild.meta import GRANTABLE_CAPABILITIES
@@ -232,14 +233,14 @@ def listener() -> Iterator[tuple[int, list[str]]]:
 class Host:
     """What the hostile module aims at, and how the host looked before."""
 
-    def __init__(self, lib: Library, tmp_path: Path) -> None:
+    def __init__(self, lib: Library, tmp_path: Path, store: Path | None = None) -> None:
         self.token = secrets.token_hex(8)
         self.marker = f"osbuild-escape-{self.token}"
-        self.store = tmp_path / "store"
+        self.store = store or tmp_path / "store"
         self.secret = Path(f"/root/{self.marker}-secret")
         self.secret.write_text(f"secret {self.token}\n")
         self.secret.chmod(0o600)
-        self.download = tmp_path / "download"
+        self.download = (store.parent if store else tmp_path) / "download"
         self.download.write_text(f"a download {self.token}\n")
         self.download_sum = "sha256:" + sha256(self.download)
         self.targets = [f"/usr/{self.marker}", f"/usr/bin/{self.marker}", f"/etc/{self.marker}",
@@ -382,3 +383,30 @@ def test_a_device_node_behind_a_symlink_is_refused(lib: Library, host: Host) -> 
     assert proc.returncode == 1
     assert "device node" in proc.stderr and "Traceback" not in proc.stderr
     assert not os.path.lexists(f"/etc/{host.marker}"), "the engine followed the tree's symlink onto the host"
+
+
+def test_hostile_stage_without_root(lib: Library, listener: tuple[int, list[str]], tmp_path: Path, rootless_user: str,
+                                    user_checkout: Path, user_dir: Path) -> None:
+    """The same attack in an ordinary user's build: the host, and the user's own files, stay out of reach."""
+    lib.stage("org.osbuild.test.hostile", HOSTILE, schema=OPTIONS_SCHEMA, **hostile_meta())
+    host = Host(lib, tmp_path, store=user_dir / "store")
+    precious = user_dir / "precious"
+    precious.write_text("the user's own file\n")
+    os.chown(precious, os.stat(user_dir).st_uid, os.stat(user_dir).st_gid)
+    host.targets.append(str(user_dir / host.marker))
+    host.watched.append(precious)
+    host.before[str(precious)] = sha256(precious)
+    try:
+        port, connected = listener
+        options = dict(host.options(port), targets=[*host.targets, str(precious)])
+        manifest = {"pipeline": {"stages": [{"name": "org.osbuild.test.hostile", "options": options}]},
+                    "sources": host.sources()}
+        libdir = readable_copy(lib.root, user_dir)
+        proc = run_as_user(rootless_user, user_checkout, "--store", str(user_dir / "store"),
+                           "--output-directory", str(user_dir / "out"), "--export", "tree", manifest=manifest,
+                           libdir=libdir)
+        assert proc.returncode == 0, proc.stderr
+        host.assert_untouched(connected)
+        assert_refused(json.loads((user_dir / "out" / "tree" / "report.json").read_text()), host)
+    finally:
+        host.close()
