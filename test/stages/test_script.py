@@ -56,6 +56,21 @@ def test_script_runs_with_the_tree_as_root(shared_store):
     }})
 
 
+def test_a_chrooted_script_has_the_sandboxs_devices_and_a_proc(shared_store):
+    # Shell builtins only: the tree has nothing but sh. Reading /proc/self/status proves a proc is there.
+    text = (
+        "echo discarded > /dev/null\n"
+        "for node in null zero full random urandom tty; do if [ -c /dev/$node ]; then echo $node >> /etc/devices; fi; done\n"
+        "while read -r key value; do if [ \"$key\" = Name: ]; then echo \"$value\" > /etc/proc-name; fi; done"
+        " < /proc/self/status\n"
+    )
+    dirs = {"name": "org.osbuild.mkdir", "options": {"paths": [{"path": "/dev"}, {"path": "/proc"}]}}
+    changes = stage_changes([*base_stages(), dirs], [script(text)], shared_store)
+    # /dev/null was the sandbox's device: nothing landed in the tree's /dev.
+    assert_changes(changes, {"added": {"/etc/proc-name": {"type": "file", "text": "sh\n"},
+                                       "/etc/devices": {"text": "null\nzero\nfull\nrandom\nurandom\ntty\n"}}})
+
+
 def test_first_failing_command_fails_the_stage(shared_store):
     report = build_failure([*base_stages(), script("echo before > /etc/before\nfalse\necho after > /etc/after\n")],
                      shared_store)
