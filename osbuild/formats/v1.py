@@ -20,7 +20,7 @@ import os
 from typing import Any
 
 from osbuild.errors import UserError
-from osbuild.meta import Index, ModuleInfo, Problem, schema_problems
+from osbuild.meta import Index, JsonPath, ModuleInfo, Problem, schema_problems
 from osbuild.pipeline import Manifest, Pipeline, Source, Stage
 from osbuild.sandbox import host_runner_name, library_digest
 
@@ -58,22 +58,22 @@ WRAPPED_SCHEMA = {
 }
 
 
-def _top_pipeline(description: dict[str, Any]) -> tuple[Any, str]:
+def _top_pipeline(description: dict[str, Any]) -> tuple[Any, JsonPath]:
     if "pipeline" in description:
-        return description["pipeline"], ".pipeline"
-    return description, ""
+        return description["pipeline"], ("pipeline",)
+    return description, ()
 
 
 def validate(description: Any, index: Index, build: Any = None) -> list[Problem]:
     """Every problem in the manifest (and the --build-pipeline file): structure, modules, options."""
     if not isinstance(description, dict):
-        return [Problem("", "a manifest must be a JSON object")]
+        return [Problem((), "a manifest must be a JSON object")]
     problems: list[Problem] = []
     if "pipeline" in description:
-        problems += schema_problems(description, WRAPPED_SCHEMA, "")
+        problems += schema_problems(description, WRAPPED_SCHEMA, ())
         sources = description.get("sources", {})
         for name, options in sorted(sources.items() if isinstance(sources, dict) else []):
-            path = f".sources.{name}"
+            path: JsonPath = ("sources", name)
             info = index.get("source", name)
             if info is None:
                 problems.append(Problem(path, f"unknown source {name!r}"))
@@ -84,53 +84,53 @@ def validate(description: Any, index: Index, build: Any = None) -> list[Problem]
         problems += _validate_pipeline(top, prefix, index)
         if build is not None:
             if "build" in top:
-                problems.append(Problem(prefix + ".build",
+                problems.append(Problem((*prefix, "build"),
                                         "the manifest has a build pipeline and --build-pipeline gives another"))
             else:
-                problems += [Problem("--build-pipeline" + p.path, p.message) for p in _validate_build(build, "", index)]
+                problems += [Problem(p.path, p.message, origin="--build-pipeline") for p in _validate_build(build, (), index)]
     return problems
 
 
-def _validate_build(build: Any, path: str, index: Index) -> list[Problem]:
+def _validate_build(build: Any, path: JsonPath, index: Index) -> list[Problem]:
     if not isinstance(build, dict):
         return [Problem(path, "a build pipeline must be a JSON object")]
     if "pipeline" in build:
         problems = schema_problems(build, BUILD_WRAPPER_SCHEMA, path)
         runner = build.get("runner")
         if isinstance(runner, str) and index.get("runner", runner) is None:
-            problems.append(Problem(path + ".runner", f"unknown runner {runner!r}"))
+            problems.append(Problem((*path, "runner"), f"unknown runner {runner!r}"))
         if isinstance(build.get("pipeline"), dict):
-            problems += _validate_pipeline(build["pipeline"], path + ".pipeline", index)
+            problems += _validate_pipeline(build["pipeline"], (*path, "pipeline"), index)
         return problems
     return _validate_pipeline(build, path, index)
 
 
-def _validate_pipeline(pipeline: dict[str, Any], path: str, index: Index) -> list[Problem]:
+def _validate_pipeline(pipeline: dict[str, Any], path: JsonPath, index: Index) -> list[Problem]:
     # Structural problems come first; the parts that are well-formed are still checked, so
     # one run reports every problem it can.
     problems = schema_problems(pipeline, PIPELINE_SCHEMA, path)
     if isinstance(pipeline.get("build"), dict):
-        problems += _validate_build(pipeline["build"], path + ".build", index)
+        problems += _validate_build(pipeline["build"], (*path, "build"), index)
     stages = pipeline.get("stages", [])
     for i, stage in enumerate(stages if isinstance(stages, list) else []):
-        problems += _validate_call("stage", stage, f"{path}.stages[{i}]", index)
+        problems += _validate_call("stage", stage, (*path, "stages", i), index)
     if "assembler" in pipeline:
-        problems += _validate_call("assembler", pipeline["assembler"], f"{path}.assembler", index)
+        problems += _validate_call("assembler", pipeline["assembler"], (*path, "assembler"), index)
     return problems
 
 
-def _validate_call(kind: str, call: Any, path: str, index: Index) -> list[Problem]:
+def _validate_call(kind: str, call: Any, path: JsonPath, index: Index) -> list[Problem]:
     """The module's name and its options; a malformed call was reported by the pipeline's schema."""
     if not isinstance(call, dict) or not isinstance(call.get("name"), str):
         return []
     info = index.get(kind, call["name"])
     if info is None:
         hint = " (it is an assembler)" if kind == "stage" and index.get("assembler", call["name"]) else ""
-        return [Problem(path + ".name", f"unknown {kind} {call['name']!r}{hint}")]
+        return [Problem((*path, "name"), f"unknown {kind} {call['name']!r}{hint}")]
     options = call.get("options", {})
     if not isinstance(options, dict):
         return []
-    return info.validate_options(options, path + ".options")
+    return info.validate_options(options, (*path, "options"))
 
 
 def load(description: dict[str, Any], index: Index, build: Any = None) -> Manifest:
