@@ -98,7 +98,7 @@ def pipelines_needed(manifest: Manifest, targets: Collection[Pipeline]) -> list[
         if pipeline.build is not None:
             todo.append(pipeline.build)
         for stage in pipeline.stages:
-            todo.extend(stage.inputs.values())
+            todo.extend(stage.pipelines_read)
     return [p for p in manifest.pipelines if id(p) in needed]
 
 
@@ -192,7 +192,7 @@ class Builder:
         if stage.kind == "assembler":
             result_dir = os.path.join(work, "output")
             os.mkdir(result_dir)
-            self._mount_readonly(stage.inputs["tree"].id, tree)
+            self._mount_readonly(stage.inputs["tree"].pipelines[0].id, tree)
             binds += [sandbox.Bind(tree, TREE), sandbox.Bind(result_dir, OUTPUT_DIR, readonly=False)]
             arguments["output_dir"] = OUTPUT_DIR
         else:

@@ -21,7 +21,7 @@ from typing import Any
 
 from osbuild.errors import UserError
 from osbuild.meta import Index, JsonPath, ModuleInfo, Problem, schema_problems
-from osbuild.pipeline import Manifest, Pipeline, Source, Stage
+from osbuild.pipeline import Input, Manifest, Pipeline, Source, Stage
 from osbuild.sandbox import host_runner_name, library_digest
 
 GENERIC_RUNNER = "org.osbuild.linux"
@@ -151,7 +151,7 @@ def load(description: dict[str, Any], index: Index, build: Any = None) -> Manife
         call = top["assembler"]
         info = index.get("assembler", call["name"])
         assert info is not None
-        stage = Stage(info, call.get("options", {}), inputs={"tree": tree})
+        stage = Stage(info, call.get("options", {}), inputs={"tree": Input.tree("tree", tree)})
         manifest.pipelines.append(Pipeline("assembler", runner=tree.runner, build=tree.build,
                                            stages=[stage], source_epoch=tree.source_epoch))
     manifest.compute_ids()
