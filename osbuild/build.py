@@ -7,6 +7,7 @@ or build it, then export what was asked for.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -15,7 +16,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
-from osbuild import sandbox, sources, treediff
+from osbuild import inputs, sandbox, sources, treediff
 from osbuild.errors import BuildError, UserError
 from osbuild.monitor import Monitor
 from osbuild.mounts import mount_overlay, umount
@@ -27,6 +28,8 @@ OUTPUT_DIR = "/run/osbuild/output"
 API_DIR = "/run/osbuild/api"
 META_FILE = "/run/osbuild/meta"
 SOURCES_DIR = "/run/osbuild/sources"
+MOUNTS_DIR = "/run/osbuild/mounts"
+DEVICES_DIR = "/dev"
 
 
 @dataclass
@@ -40,6 +43,7 @@ class StageResult:
     duration: float
     metadata: dict[str, Any] = field(default_factory=dict)
     changes: dict[str, Any] | None = None
+    output: str = ""                # what the stage printed, when it ran in this build
 
     def as_json(self) -> dict[str, Any]:
         return {"type": self.type, "id": self.id, "status": self.status,
@@ -86,6 +90,15 @@ def clamp_times(root: str, epoch: int) -> None:
     os.utime(root, (min(st.st_atime, epoch), min(st.st_mtime, epoch)))
 
 
+def refuse_host_services(pipelines: Collection[Pipeline]) -> None:
+    """Fail before anything runs when a stage needs a device or a mount: the engine does not make them yet."""
+    for pipeline in pipelines:
+        for stage in pipeline.stages:
+            if stage.devices or stage.mounts:
+                raise UserError(f"stage {stage.name} in pipeline {pipeline.name} uses devices or mounts, which this "
+                                "osbuild does not make yet; nothing was built")
+
+
 def pipelines_needed(manifest: Manifest, targets: Collection[Pipeline]) -> list[Pipeline]:
     """The targets and everything they depend on, in build order."""
     needed: set[int] = set()
@@ -115,12 +128,14 @@ class Builder:
         self._build_roots: dict[str, str] = {}
         self._sources = ""
         self._protect: set[str] = set()
+        self._output: list[str] = []
 
     # -- the story -------------------------------------------------------------------
 
     def build(self, targets: Collection[Pipeline], exports: Collection[Pipeline] = (),
               output_directory: str | None = None, checkpoints: Collection[str] = ()) -> BuildResult:
         pipelines = pipelines_needed(self.manifest, targets)
+        refuse_host_services(pipelines)
         total = sum(len(p.stages) for p in pipelines)
         index = 0
         # While building, eviction spares everything this manifest needs, not only what is in use yet.
@@ -149,6 +164,7 @@ class Builder:
         start = time.monotonic()
         base = self._base(pipeline, stage)
         status = "cached"
+        self._output = []
         if not (self.store.has(stage.id) and self.store.hold(stage.id)):
             with self.store.building(stage.id) as claim:
                 if claim.needed:
@@ -157,7 +173,7 @@ class Builder:
                     status = "built"
         info = self.store.info(stage.id)
         result = StageResult(pipeline.name, stage.name, stage.id, status, time.monotonic() - start,
-                             info.metadata, info.changes)
+                             info.metadata, info.changes, "\n".join(self._output))
         self.result.stages.append(result)
         self.monitor.stage_end(index, pipeline.name, stage.name, stage.id, status, result.duration,
                                info.changes if status == "built" else None)
@@ -186,6 +202,9 @@ class Builder:
             "tree": TREE,
             "options": stage.options,
             "meta": {"id": stage.id, "source-epoch": pipeline.source_epoch},
+            # Format 2's arguments, as osbuild's stages read them (empty for a format-1 stage).
+            "paths": {"inputs": inputs.INPUTS_DIR, "devices": DEVICES_DIR, "mounts": MOUNTS_DIR},
+            "inputs": {}, "devices": {}, "mounts": {},
         }
         binds = [sandbox.Bind(api, API_DIR), sandbox.Bind(meta_file, META_FILE, readonly=False),
                  sandbox.Bind(self._sources, SOURCES_DIR)]
@@ -199,6 +218,9 @@ class Builder:
             result_dir = os.path.join(work, "upper")
             self._mount_writable(base, result_dir, os.path.join(work, "work"), tree)
             binds.append(sandbox.Bind(tree, TREE, readonly=False))
+            if stage.inputs:
+                arguments["inputs"] = self._map_inputs(stage, work)
+                binds.append(sandbox.Bind(os.path.join(work, "inputs"), inputs.INPUTS_DIR))
         with open(os.path.join(api, "arguments"), "w", encoding="utf-8") as f:
             json.dump(arguments, f)
         env = {}
@@ -208,8 +230,12 @@ class Builder:
             root=self._build_root(pipeline), runner=pipeline.runner.path, program=stage.info.path,
             binds=binds, env=env, network=stage.info.network, capabilities=stage.info.capabilities,
         )
+        def on_output(line: str) -> None:
+            self._output.append(line)
+            self.monitor.stage_output(line)
+
         try:
-            outcome = sandbox.run(config, json.dumps(arguments).encode(), self.monitor.stage_output)
+            outcome = sandbox.run(config, json.dumps(arguments).encode(), on_output)
         finally:
             umount(tree)
         if outcome.returncode != 0:
@@ -226,6 +252,23 @@ class Builder:
                           parent=base, type=stage.name, metadata=metadata,
                           changes=treediff.summary(change_list), change_list=change_list)
         remove_tree(work)
+
+    def _map_inputs(self, stage: Stage, work: str) -> dict[str, Any]:
+        """Make every input of the stage under WORK/inputs (read-only trees and files); their arguments."""
+        directory = os.path.join(work, "inputs")
+        os.mkdir(directory)
+        scratch_dirs = itertools.count()
+
+        def scratch() -> str:
+            path = os.path.join(work, f"input-tree-{next(scratch_dirs)}")
+            os.mkdir(path)
+            return path
+
+        def source_path(checksum: str) -> str:
+            return self.store.source_path(sources.FILES, checksum)
+
+        return {name: inputs.map_input(item, os.path.join(directory, name), source_path, self._mount_readonly, scratch)
+                for name, item in sorted(stage.inputs.items())}
 
     def _scratch(self, name: str) -> str:
         path = os.path.join(self.workspace.path, "stage-" + name[:16])

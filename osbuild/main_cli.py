@@ -6,6 +6,7 @@ Exit statuses: 0 success, 1 build failure, 2 invalid manifest or usage, 130 inte
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import os
 import re
@@ -19,7 +20,7 @@ import osbuild
 from osbuild import formats, mounts
 from osbuild.build import Builder, BuildResult
 from osbuild.errors import BuildError, UserError
-from osbuild.meta import Index
+from osbuild.meta import Index, Problem
 from osbuild.monitor import MONITORS, Monitor
 from osbuild.objectstore import ObjectStore
 from osbuild.pipeline import Manifest, Pipeline
@@ -106,15 +107,25 @@ def load_manifest(args: argparse.Namespace, index: Index) -> tuple[Any, Manifest
     fmt = formats.detect(description, origin)
     problems = fmt.validate(description, index, build)
     if problems:
-        lines = [f"{origin}: {p}" for p in problems]
-        raise InvalidManifest(lines)
+        raise InvalidManifest(origin, problems)
     return fmt, fmt.load(description, index, build)
 
 
+# osbuild's identifiers of a validation failure, which programs that read its output look for.
+VALIDATION_ERROR_TYPE = "https://osbuild.org/validation-error"
+VALIDATION_ERROR_TITLE = "JSON Schema validation failed"
+
+
 class InvalidManifest(UserError):
-    def __init__(self, lines: list[str]) -> None:
-        super().__init__("\n".join(lines))
-        self.lines = lines
+    def __init__(self, origin: str, problems: list[Problem]) -> None:
+        self.lines = [f"{origin}: {p}" for p in problems]
+        super().__init__("\n".join(self.lines))
+        self.problems = problems
+
+    def as_json(self) -> dict[str, Any]:
+        """osbuild's validation-error document."""
+        return {"type": VALIDATION_ERROR_TYPE, "title": VALIDATION_ERROR_TITLE, "success": False,
+                "errors": [p.as_json() for p in self.problems]}
 
 
 def select(manifest: Manifest, names: Sequence[str], what: str) -> list[Pipeline]:
@@ -128,19 +139,20 @@ def select(manifest: Manifest, names: Sequence[str], what: str) -> list[Pipeline
     return selected
 
 
-def checkpoint_ids(manifest: Manifest, names: Sequence[str]) -> set[str]:
+def checkpoint_ids(manifest: Manifest, patterns: Sequence[str]) -> set[str]:
+    """The stage ids --checkpoint names: shell patterns over pipeline names (all their stages), stage
+    ids and stage types, as osbuild matches them, and id prefixes."""
     ids: set[str] = set()
-    for name in names:
-        if name == "*":
-            ids.update(s.id for _, s in manifest.stages())
-            continue
-        pipeline = manifest.get(name)
-        if pipeline is not None:
-            ids.update(s.id for s in pipeline.stages)
-            continue
-        matches = {s.id for _, s in manifest.stages() if s.id.startswith(name) or s.name == name}
+    for pattern in patterns:
+        matches: set[str] = set()
+        for pipeline in manifest.pipelines:
+            if fnmatch.fnmatchcase(pipeline.name, pattern):
+                matches.update(s.id for s in pipeline.stages)
+        for _, stage in manifest.stages():
+            if fnmatch.fnmatchcase(stage.id, pattern) or fnmatch.fnmatchcase(stage.name, pattern) or stage.id.startswith(pattern):
+                matches.add(stage.id)
         if not matches:
-            raise UserError(f"--checkpoint {name!r}: no pipeline, stage name or id matches")
+            raise UserError(f"--checkpoint {pattern!r}: no pipeline, stage type or id matches")
         ids.update(matches)
     return ids
 
@@ -188,10 +200,15 @@ def result_json(fmt: Any, manifest: Manifest, result: BuildResult) -> dict[str, 
     for stage in result.stages:
         if stage.metadata:
             metadata.setdefault(stage.pipeline, {})[stage.type] = stage.metadata
+    # osbuild's log: what each stage that ran printed, by pipeline.
+    log: dict[str, list[dict[str, Any]]] = {}
+    for stage in result.stages:
+        log.setdefault(stage.pipeline, []).append({"id": stage.id, "type": stage.type, "output": stage.output})
     out: dict[str, Any] = {"type": "result", "success": result.success}
     out.update(fmt.result_ids(manifest))
     out["pipelines"] = pipelines
     out["metadata"] = metadata
+    out["log"] = log
     if result.exports:
         out["exports"] = result.exports
     if result.failure is not None:
@@ -242,19 +259,22 @@ def run(args: argparse.Namespace) -> int:
     exports = select(manifest, args.export, "--export")
     if args.export and not args.output_directory:
         raise UserError("--export needs --output-directory")
-    if args.output_directory and not exports:
+    if args.output_directory and not exports and fmt.BUILDS_WITHOUT_EXPORT:
         exports = [manifest.pipelines[-1]]
+    targets = exports or (manifest.pipelines if fmt.BUILDS_WITHOUT_EXPORT else [])
     checkpoints = checkpoint_ids(manifest, args.checkpoint)
     if os.geteuid() != 0:
         raise UserError("osbuild must run as root: it builds trees in namespaces and mounts overlays")
     if args.output_directory:
         check_writable(args.output_directory)
     monitor = monitor_for(args)
+    if not targets:
+        monitor.log("nothing to build: a format-2 manifest builds the pipelines --export names, and what they need")
     mounts.enter_private_mount_namespace()
     try:
         with ObjectStore(args.store, max_size=args.cache_max_size) as store:
             builder = Builder(manifest, store, index.libdir, monitor)
-            result = builder.build(exports or manifest.pipelines, exports, args.output_directory, checkpoints)
+            result = builder.build(targets, exports, args.output_directory, checkpoints)
     except BuildError as e:
         if args.json:
             json.dump({"type": "result", "success": False, "error": {"message": str(e)}}, sys.stdout, indent=2)
@@ -285,6 +305,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return run(args)
     except InvalidManifest as e:
+        if args.json:
+            json.dump(e.as_json(), sys.stdout, indent=2)
+            sys.stdout.write("\n")
         for line in e.lines:
             print(f"error: {line}", file=sys.stderr)
         return EXIT_INVALID

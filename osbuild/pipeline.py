@@ -116,6 +116,8 @@ class Pipeline:
     build: Pipeline | None = None
     stages: list[Stage] = field(default_factory=list)
     source_epoch: int | None = None
+    # The runner of the pipelines built with this one (format 2's `runner`: it says what this tree is).
+    provides_runner: str | None = None
 
     @property
     def id(self) -> str | None:

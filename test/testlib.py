@@ -143,6 +143,9 @@ class Library:
         for kind in ("stages", "assemblers"):
             for name in ("org.osbuild.noop", "org.osbuild.noop.meta.json"):
                 shutil.copy2(REPO / kind / name, root / kind / name)
+        # Format 2's inputs, devices and mounts are the engine's own: their meta files are the whole module.
+        for kind in ("inputs", "devices", "mounts"):
+            shutil.copytree(REPO / kind, root / kind)
         self.stage(TEST_STAGE, TEST_STAGE_BODY, schema=TEST_STAGE_SCHEMA)
         self.assembler(TEST_ASSEMBLER, TEST_ASSEMBLER_BODY, schema=TEST_ASSEMBLER_SCHEMA)
 

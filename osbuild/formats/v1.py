@@ -25,6 +25,8 @@ from osbuild.pipeline import Input, Manifest, Pipeline, Source, Stage
 from osbuild.sandbox import host_runner_name, library_digest
 
 GENERIC_RUNNER = "org.osbuild.linux"
+# Format 1 builds every pipeline when nothing is exported, as the original did.
+BUILDS_WITHOUT_EXPORT = True
 EPOCH = {"type": "integer", "minimum": 0}
 
 _MODULE_CALL = {
@@ -135,14 +137,8 @@ def _validate_call(kind: str, call: Any, path: JsonPath, index: Index) -> list[P
 
 def load(description: dict[str, Any], index: Index, build: Any = None) -> Manifest:
     """The manifest model of a validated format-1 description."""
-    host_runner = _runner(index, host_runner_name(index.names("runner")))
-    manifest = Manifest(host_runner=host_runner, library=library_digest())
-    for name, options in sorted(description.get("sources", {}).items()):
-        info = index.get("source", name)
-        assert info is not None
-        items = {checksum: {"url": item} if isinstance(item, str) else dict(item)
-                 for checksum, item in sorted(options.get("urls", {}).items())}
-        manifest.sources[name] = Source(info, options, items)
+    manifest = new_manifest(index, description.get("sources", {}), "urls")
+    host_runner = manifest.host_runner
     top, _ = _top_pipeline(description)
     if build is not None:
         top = dict(top, build=build)
@@ -158,7 +154,23 @@ def load(description: dict[str, Any], index: Index, build: Any = None) -> Manife
     return manifest
 
 
-def _runner(index: Index, name: str) -> ModuleInfo:
+def new_manifest(index: Index, sources: dict[str, Any], items_key: str) -> Manifest:
+    """An empty manifest with the host's runner and the sources of a description (their items under items_key).
+
+    An item that is a string is a URL; format 2 keeps the same shape for every file source.
+    """
+    manifest = Manifest(host_runner=runner_module(index, host_runner_name(index.names("runner"))), library=library_digest())
+    for name, options in sorted(sources.items()):
+        info = index.get("source", name)
+        assert info is not None
+        items = {checksum: {"url": item} if isinstance(item, str) else dict(item)
+                 for checksum, item in sorted(options.get(items_key, {}).items())}
+        manifest.sources[name] = Source(info, options, items)
+    return manifest
+
+
+def runner_module(index: Index, name: str) -> ModuleInfo:
+    """The runner of that name, or the generic one when the library has none by that name."""
     info = index.get("runner", name) or index.get("runner", GENERIC_RUNNER)
     if info is None:
         raise UserError(f"library directory {index.libdir} has no runner {name} nor {GENERIC_RUNNER}")
@@ -185,7 +197,7 @@ def _load_pipeline(description: dict[str, Any], name: str, host_runner: ModuleIn
         if "pipeline" in build_description:
             runner_name = build_description["runner"]
             build_description = build_description["pipeline"]
-        runner = _runner(index, runner_name)
+        runner = runner_module(index, runner_name)
         build_name = "build" if name == "tree" else f"{name}.build"
         build = _load_pipeline(build_description, build_name, host_runner, manifest, index, default_epoch)
     stages = []

@@ -100,6 +100,6 @@ def test_nothing_runs_before_the_whole_manifest_is_valid(lib: Library, tmp_path:
 
 
 def test_unsupported_format_version(lib: Library, tmp_path: Path) -> None:
-    lines = problems(lib, {"version": "2", "pipelines": []}, tmp_path / "store")
+    lines = problems(lib, {"version": "3", "pipelines": []}, tmp_path / "store")
     assert len(lines) == 1
-    assert "format version '2' is not supported" in lines[0]
+    assert "format version '3' is not supported" in lines[0]
