@@ -143,8 +143,9 @@ class Builder:
         try:
             sources.fetch(self.manifest, self.store, self.monitor)
             self._sources = sources.view(self.manifest, self.store, self.workspace.subdir("sources"))
-            self.monitor.begin(total)
+            self.monitor.begin(total, len(pipelines))
             for pipeline in pipelines:
+                self.monitor.pipeline_start(pipeline.name, pipeline.id, len(pipeline.stages))
                 for stage in pipeline.stages:
                     index += 1
                     self._stage(index, pipeline, stage)
