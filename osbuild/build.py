@@ -18,6 +18,7 @@ from typing import Any
 
 from osbuild import inputs, sandbox, sources, treediff
 from osbuild.errors import BuildError, UserError
+from osbuild.exports import remove_stale_exports, replace_atomically, staging_path
 from osbuild.monitor import Monitor
 from osbuild.mounts import mount_overlay, umount
 from osbuild.objectstore import LAYER, OUTPUT, ObjectStore, Workspace, remove_tree
@@ -338,14 +339,18 @@ class Builder:
     # -- results ---------------------------------------------------------------------
 
     def export(self, pipeline: Pipeline, output_directory: str) -> str:
-        """Copy a pipeline's result (its tree, or its output files) to OUTPUT/NAME, replacing what was there."""
+        """Copy a pipeline's result (its tree, or its output files) to OUTPUT/NAME, replacing what was there.
+
+        Atomic: OUTPUT/NAME is the old result or the new one, never a mix (see exports.py).
+        """
         destination = os.path.join(output_directory, pipeline.name)
         try:
             os.makedirs(output_directory, exist_ok=True)
         except OSError as e:
             raise UserError(f"output directory {output_directory}: {e.strerror}") from e
-        staging = os.path.join(output_directory, f".{pipeline.name}.tmp-{os.getpid()}")
+        staging = staging_path(output_directory, pipeline.name)
         try:
+            remove_stale_exports(output_directory)
             remove_tree(staging)
             os.mkdir(staging)
         except OSError as e:
@@ -362,9 +367,5 @@ class Builder:
         finally:
             if mounted:
                 umount(mounted)
-        old = destination + f".old-{os.getpid()}"
-        if os.path.lexists(destination):
-            os.rename(destination, old)
-        os.rename(staging, destination)
-        remove_tree(old)
+        replace_atomically(staging, destination)
         return destination
