@@ -16,7 +16,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
-from osbuild import inputs, sandbox, sources, treediff
+from osbuild import devices, inputs, sandbox, sources, treediff
 from osbuild.errors import BuildError, UserError
 from osbuild.exports import remove_stale_exports, replace_atomically, staging_path
 from osbuild.monitor import Monitor
@@ -91,15 +91,6 @@ def clamp_times(root: str, epoch: int) -> None:
     os.utime(root, (min(st.st_atime, epoch), min(st.st_mtime, epoch)))
 
 
-def refuse_host_services(pipelines: Collection[Pipeline]) -> None:
-    """Fail before anything runs when a stage needs a device or a mount: the engine does not make them yet."""
-    for pipeline in pipelines:
-        for stage in pipeline.stages:
-            if stage.devices or stage.mounts:
-                raise UserError(f"stage {stage.name} in pipeline {pipeline.name} uses devices or mounts, which this "
-                                "osbuild does not make yet; nothing was built")
-
-
 def pipelines_needed(manifest: Manifest, targets: Collection[Pipeline]) -> list[Pipeline]:
     """The targets and everything they depend on, in build order."""
     needed: set[int] = set()
@@ -136,7 +127,7 @@ class Builder:
     def build(self, targets: Collection[Pipeline], exports: Collection[Pipeline] = (),
               output_directory: str | None = None, checkpoints: Collection[str] = ()) -> BuildResult:
         pipelines = pipelines_needed(self.manifest, targets)
-        refuse_host_services(pipelines)
+        devices.refuse([(p.name, s) for p in pipelines for s in p.stages])
         total = sum(len(p.stages) for p in pipelines)
         index = 0
         # While building, eviction spares everything this manifest needs, not only what is in use yet.
@@ -223,6 +214,17 @@ class Builder:
             if stage.inputs:
                 arguments["inputs"] = self._map_inputs(stage, work)
                 binds.append(sandbox.Bind(os.path.join(work, "inputs"), inputs.INPUTS_DIR))
+        services = devices.HostServices(tree, os.path.join(work, "mounts"))
+        if stage.devices or stage.mounts:
+            try:
+                os.mkdir(services.mounts_dir)
+                arguments["devices"], arguments["mounts"] = services.open(stage)
+            except BaseException:
+                services.close()
+                umount(tree)
+                raise
+            binds += [sandbox.Bind(path, path, device=True) for path in services.device_paths.values()]
+            binds.append(sandbox.Bind(services.mounts_dir, MOUNTS_DIR, readonly=False))
         with open(os.path.join(api, "arguments"), "w", encoding="utf-8") as f:
             json.dump(arguments, f)
         env = {}
@@ -239,6 +241,7 @@ class Builder:
         try:
             outcome = sandbox.run(config, json.dumps(arguments).encode(), on_output)
         finally:
+            services.close()
             umount(tree)
         if outcome.returncode != 0:
             failure = StageFailure(pipeline.name, stage.name, stage.id, outcome.returncode, outcome.tail)

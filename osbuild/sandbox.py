@@ -75,6 +75,7 @@ class Bind:
     source: str
     target: str
     readonly: bool = True
+    device: bool = False            # a device node the module may open (format 2's devices)
 
 
 @dataclass
@@ -176,7 +177,7 @@ def command(config: SandboxConfig) -> list[str]:
         "--ro-bind", config.program, program_path(config.program),
     ]
     for b in config.binds:
-        argv += ["--ro-bind" if b.readonly else "--bind", b.source, b.target]
+        argv += ["--dev-bind" if b.device else "--ro-bind" if b.readonly else "--bind", b.source, b.target]
     env = {
         "PATH": SANDBOX_PATH,
         "PYTHONPATH": LIB_DIR,

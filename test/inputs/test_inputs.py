@@ -161,16 +161,3 @@ def test_a_format_1_assembler_makes_the_output_of_a_format_2_pipeline(reader: Li
     out = export(reader, manifest, tmp_path)
     assert (out / "disk.img").stat().st_size == 4096
     assert json.loads((out / "listing.json").read_text()) == ["etc/hostname", "usr/lib/os-release"]
-
-
-def test_a_stage_with_devices_is_refused_before_anything_runs(reader: Library, tmp_path: Path) -> None:
-    store = tmp_path / "store"
-    stage = v2_stage(inputs={"tree": tree_input("os")})
-    stage["devices"] = {"disk": {"type": "org.osbuild.loopback", "options": {"filename": "disk.img"}}}
-    manifest = v2_manifest(base_pipeline(), v2_pipeline("image", stage))
-    proc = reader.run("--store", str(store), "--output-directory", str(tmp_path / "out"), "--export", "image",
-                      manifest=manifest, check=False)
-    assert proc.returncode == 2, proc.stderr
-    assert "stage org.osbuild.test in pipeline image uses devices or mounts" in proc.stderr
-    assert "Traceback" not in proc.stderr
-    assert objects_in(store) == set(), "nothing ran, not even the pipeline before"

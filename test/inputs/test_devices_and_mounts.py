@@ -1,0 +1,159 @@
+"""Format-2 devices and mounts: a loop device and a filesystem made on the host for one stage, released however it ends."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from testlib import (
+    Library,
+    kill_group,
+    mounts_anywhere,
+    objects_in,
+    v2_manifest,
+    v2_pipeline,
+    v2_stage,
+    wait_for_line,
+    wait_until_gone,
+)
+
+from osbuild.devices import refuse
+from osbuild.errors import UserError
+from osbuild.formats import v2
+from osbuild.meta import Index
+
+MiB = 1 << 20
+PART_START = 2048            # sectors: the partition starts at 1 MiB
+PART_SECTORS = 16 * 2048     # 16 MiB
+MKIMAGE = "org.osbuild.test.mkimage"
+MKIMAGE_BODY = '''
+def main(tree, options):
+    image = os.path.join(tree, "disk.img")
+    subprocess.run(["truncate", "-s", "20M", image], check=True)
+    # One GPT partition of 16 MiB at 1 MiB, with an ext4 filesystem in it (made in the file: no device needed).
+    subprocess.run(["sfdisk", "-q", image], input=b"label: gpt\\nstart=2048, size=32768\\n", check=True)
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-E", "offset=1048576", image, "16M"], check=True)
+'''
+WRITER = "org.osbuild.test.writer"
+WRITER_BODY = '''
+def main(tree, options):
+    args = osbuild.api.arguments()
+    root = args["mounts"]["root"]["path"]
+    with open(os.path.join(root, "hello"), "w") as f:
+        f.write(options.get("text", "written through the mount\\n"))
+    report = {"devices": args["devices"], "mounts": args["mounts"],
+              "is_block": os.path.exists(args["devices"]["disk"]["path"])}
+    with open(os.path.join(tree, "report.json"), "w") as f:
+        json.dump(report, f)
+    print("written, sleeping", flush=True)
+    time.sleep(options.get("sleep", 0))
+'''
+
+
+@pytest.fixture
+def disklib(lib: Library) -> Library:
+    lib.stage(MKIMAGE, MKIMAGE_BODY)
+    lib.stage(WRITER, WRITER_BODY, schema={"type": "object", "properties": {"sleep": {"type": "number"}}})
+    return lib
+
+
+def writer(**options: Any) -> dict[str, Any]:
+    stage = v2_stage(WRITER, **options)
+    stage["devices"] = {"disk": {"type": "org.osbuild.loopback",
+                                 "options": {"filename": "disk.img", "start": PART_START, "size": PART_SECTORS}}}
+    stage["mounts"] = [{"name": "root", "type": "org.osbuild.ext4", "source": "disk", "target": "/"}]
+    return stage
+
+
+def manifest(**options: Any) -> dict[str, Any]:
+    return v2_manifest(v2_pipeline("image", v2_stage(MKIMAGE), writer(**options)))
+
+
+def loop_devices_over(path: Path) -> list[str]:
+    """Loop devices on the host whose backing file lies under path."""
+    out = subprocess.run(["losetup", "--list", "--noheadings", "--output", "NAME,BACK-FILE"], capture_output=True,
+                         text=True, check=True).stdout
+    return [line for line in out.splitlines() if str(path) in line]
+
+
+def test_a_stage_writes_a_filesystem_in_a_partition_of_an_image_through_a_loop_device(disklib: Library, tmp_path: Path) -> None:
+    tree = disklib.build_tree(manifest(), tmp_path / "store", tmp_path / "out", export="image")
+    image = tree / "disk.img"
+    # The host reads the partition's filesystem straight from the image file.
+    extracted = tmp_path / "partition.img"
+    subprocess.run(["dd", f"if={image}", f"of={extracted}", "bs=512", f"skip={PART_START}", f"count={PART_SECTORS}",
+                    "status=none"], check=True)
+    content = subprocess.run(["debugfs", "-R", "cat /hello", str(extracted)], capture_output=True, text=True, check=True).stdout
+    assert content == "written through the mount\n"
+    report = json.loads((tree / "report.json").read_text())
+    assert report["devices"]["disk"]["path"].startswith("/dev/loop") and report["is_block"]
+    assert report["mounts"] == {"root": {"path": "/run/osbuild/mounts"}}
+    assert "hello" not in {p.name for p in tree.iterdir()}, "the mount is not the tree"
+    # Released: no loop device over the store's files, no mount left.
+    assert loop_devices_over(tmp_path) == []
+    assert mounts_anywhere(str(tmp_path / "store")) == []
+
+
+def test_the_same_stage_is_cached_and_a_changed_device_is_not(disklib: Library, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    disklib.build_json(manifest(), store, "--output-directory", str(tmp_path / "out"), "--export", "image")
+    again = disklib.build_json(manifest(), store, "--output-directory", str(tmp_path / "out"), "--export", "image")
+    assert [s["status"] for s in again["pipelines"]["image"]["stages"]] == ["cached", "cached"]
+    other = manifest()
+    other["pipelines"][0]["stages"][1]["devices"]["disk"]["options"]["lock"] = True
+    changed = disklib.build_json(other, store, "--output-directory", str(tmp_path / "out"), "--export", "image")
+    assert [s["status"] for s in changed["pipelines"]["image"]["stages"]] == ["cached", "built"]
+
+
+def test_sigkill_leaves_no_loop_device_and_no_mount(disklib: Library, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    proc = disklib.popen("--store", str(store), "--output-directory", str(tmp_path / "out"), "--export", "image",
+                         manifest=manifest(sleep=60))
+    try:
+        wait_for_line(proc, "written, sleeping")
+        assert loop_devices_over(tmp_path), "the stage runs on a loop device over its image"
+    finally:
+        kill_group(proc)
+        proc.wait()
+    assert wait_until_gone(f"/run/osbuild/bin/{WRITER}") == []
+    assert mounts_anywhere(str(store)) == []
+    for _ in range(50):
+        if not loop_devices_over(tmp_path):
+            break
+        subprocess.run(["sleep", "0.1"], check=True)
+    assert loop_devices_over(tmp_path) == []
+    assert len(objects_in(store)) == 1, "only the stage before the killed one is in the store"
+
+
+def test_a_filesystem_that_will_not_mount_fails_the_stage_in_one_message(disklib: Library, tmp_path: Path) -> None:
+    broken = manifest()
+    broken["pipelines"][0]["stages"][1]["devices"]["disk"]["options"]["start"] = 0   # the GPT, not the filesystem
+    proc = disklib.run("--store", str(tmp_path / "store"), "--output-directory", str(tmp_path / "out"), "--export", "image",
+                       manifest=broken, check=False)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    assert "error: mount root (org.osbuild.ext4 on device disk):" in proc.stderr
+    assert loop_devices_over(tmp_path) == []
+    assert mounts_anywhere(str(tmp_path / "store")) == []
+
+
+def test_without_root_a_stage_with_devices_is_refused_naming_it(monkeypatch: pytest.MonkeyPatch, disklib: Library) -> None:
+    loaded = v2.load(manifest(), Index(str(disklib.root)))
+    stages = [(p.name, s) for p in loaded.pipelines for s in p.stages]
+    refuse(stages)   # as root: fine
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
+    with pytest.raises(UserError, match=f"stage {WRITER} in pipeline image uses devices or mounts, which need root"):
+        refuse(stages)
+
+
+def test_a_mount_by_partition_number_is_refused_before_anything_runs(disklib: Library, tmp_path: Path) -> None:
+    by_number = manifest()
+    by_number["pipelines"][0]["stages"][1]["mounts"][0]["partition"] = 1
+    proc = disklib.run("--store", str(tmp_path / "store"), "--output-directory", str(tmp_path / "out"), "--export", "image",
+                       manifest=by_number, check=False)
+    assert proc.returncode == 2
+    assert "mount root names a partition" in proc.stderr
+    assert objects_in(tmp_path / "store") == set()
