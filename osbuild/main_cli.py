@@ -78,7 +78,8 @@ def parser() -> ArgumentParser:
     p.add_argument("--monitor-fd", metavar="FD", type=int, default=None, help="file descriptor for progress output")
     p.add_argument("--changes", metavar="STAGE",
                    help="print what a built stage changed (id, PIPELINE/TYPE or PIPELINE/INDEX); builds nothing")
-    p.add_argument("--list-modules", action="store_true", help="list the stages, assemblers, sources and runners")
+    p.add_argument("--list-modules", action="store_true",
+                   help="list the stages, assemblers, sources, runners, inputs, devices and mounts")
     return p
 
 
@@ -182,7 +183,7 @@ def find_stage(manifest: Manifest, name: str) -> str:
 
 
 def list_modules(index: Index, out: Any) -> None:
-    for kind in ("stage", "assembler", "source", "runner"):
+    for kind in ("stage", "assembler", "source", "runner", "input", "device", "mount"):
         out.write(f"{kind}s:\n")
         for name in index.names(kind):
             info = index.get(kind, name)
