@@ -57,7 +57,8 @@ class StageFailure:
     type: str
     id: str
     returncode: int
-    output: list[str]
+    output: list[str]               # the last lines, for a person
+    log: str = ""                   # everything it printed, for --json
 
     def as_json(self) -> dict[str, Any]:
         return {"pipeline": self.pipeline, "type": self.type, "id": self.id,
@@ -244,7 +245,8 @@ class Builder:
             services.close()
             umount(tree)
         if outcome.returncode != 0:
-            failure = StageFailure(pipeline.name, stage.name, stage.id, outcome.returncode, outcome.tail)
+            failure = StageFailure(pipeline.name, stage.name, stage.id, outcome.returncode, outcome.tail,
+                                   "\n".join(self._output))
             self.monitor.stage_failed(pipeline.name, stage.name, stage.id, outcome.returncode, outcome.tail)
             remove_tree(work)
             raise StageFailed(failure)

@@ -205,6 +205,9 @@ def result_json(fmt: Any, manifest: Manifest, result: BuildResult) -> dict[str, 
     log: dict[str, list[dict[str, Any]]] = {}
     for stage in result.stages:
         log.setdefault(stage.pipeline, []).append({"id": stage.id, "type": stage.type, "output": stage.output})
+    if result.failure is not None:
+        failed = result.failure
+        log.setdefault(failed.pipeline, []).append({"id": failed.id, "type": failed.type, "output": failed.log})
     out: dict[str, Any] = {"type": "result", "success": result.success}
     out.update(fmt.result_ids(manifest))
     out["pipelines"] = pipelines

@@ -84,6 +84,12 @@ def test_a_failing_stage_names_its_pipeline_stage_and_id(lib: Library, tmp_path:
     assert f"error: stage {TEST_STAGE} in pipeline image failed (id {stage_id}, exit status 7)" in proc.stderr
     assert "about to fail" in proc.stderr
     assert not (tmp_path / "out/image").exists()
+    result = lib.build_json(failing, tmp_path / "store", "--output-directory", str(tmp_path / "out"), "--export", "image",
+                            check=False)
+    assert result["success"] is False
+    assert result["error"]["id"] == stage_id
+    # As in osbuild's result, the failed stage's output is the last entry of its pipeline's log.
+    assert result["log"]["image"][-1] == {"id": stage_id, "type": TEST_STAGE, "output": "about to fail"}
 
 
 def test_export_of_an_unknown_pipeline_names_those_there_are(lib: Library, tmp_path: Path) -> None:
