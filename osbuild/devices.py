@@ -16,7 +16,9 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
+import json
 import os
+import re
 import stat
 import subprocess
 import time
@@ -64,15 +66,11 @@ def refuse(stages: list[tuple[str, Stage]]) -> None:
         where = f"stage {stage.name} in pipeline {pipeline}"
         if os.geteuid() != 0:
             raise UserError(f"{where} uses devices or mounts, which need root on the host; "
-                             "run as root, or build a manifest without them; nothing was built")
+                            "run as root, or build a manifest without them; nothing was built")
         for device in stage.devices.values():
             if device.type != LOOPBACK or device.parent is not None:
                 raise UserError(f"{where}: device {device.name} ({device.type}"
-                                 f"{' with a parent' if device.parent else ''}) is not one this osbuild makes")
-        for mount in stage.mounts:
-            if mount.partition is not None:
-                raise UserError(f"{where}: mount {mount.name} names a partition; give its loopback device "
-                                 "the partition's start and size instead (this osbuild does not scan partitions)")
+                                f"{' with a parent' if device.parent else ''}) is not one this osbuild makes")
 
 
 @dataclass
@@ -84,6 +82,7 @@ class HostServices:
     _loops: list[int] = field(default_factory=list)
     _mounted: list[str] = field(default_factory=list)
     device_paths: dict[str, str] = field(default_factory=dict)
+    _partitions: dict[tuple[str, int], str] = field(default_factory=dict)
 
     def __enter__(self) -> HostServices:
         return self
@@ -109,24 +108,55 @@ class HostServices:
             raise BuildError(f"device {device.name}: {options['filename']} is not a regular file in the tree")
         sector = int(options.get("sector-size", 512))
         read_only = bool(options.get("read-only", False))
-        backing = os.open(filename, (os.O_RDONLY if read_only else os.O_RDWR) | os.O_CLOEXEC)
-        try:
-            config = _LoopConfig()
-            config.fd = backing
-            config.block_size = sector
-            config.info.lo_offset = int(options.get("start", 0)) * sector
-            config.info.lo_sizelimit = int(options.get("size", 0)) * sector
-            config.info.lo_flags = LO_FLAGS_AUTOCLEAR | (LO_FLAGS_READ_ONLY if read_only else 0)
-            fd, path = self._attach(config, device.name)
-        finally:
-            os.close(backing)
-        self._loops.append(fd)
+        fd, path = self._attach(filename, int(options.get("start", 0)) * sector, int(options.get("size", 0)) * sector,
+                                sector, read_only, f"device {device.name}")
         if options.get("lock", False):
             fcntl.flock(fd, fcntl.LOCK_EX)
         return path
 
+    def _partition(self, mount: Mount) -> str:
+        """A loop device over one partition of a mount's device, found in its partition table.
+
+        The kernel may not scan loop devices for partitions (this one does not): the table is
+        read with sfdisk, and the partition gets a loop device of its own over its sectors.
+        """
+        assert mount.source is not None and mount.partition is not None
+        key = (mount.source, mount.partition)
+        if key not in self._partitions:
+            parent = self.device_paths[mount.source]
+            where = f"mount {mount.name}: partition {mount.partition} of device {mount.source}"
+            proc = subprocess.run(["sfdisk", "--json", parent], capture_output=True, text=True, check=False)
+            if proc.returncode != 0:
+                raise BuildError(f"{where}: no partition table ({proc.stderr.strip()})")
+            table = json.loads(proc.stdout)["partitiontable"]
+            sector = int(table.get("sectorsize", 512))
+            found = [p for p in table.get("partitions", []) if _partition_number(p["node"]) == mount.partition]
+            if not found:
+                raise BuildError(f"{where}: the device's partition table has no such partition")
+            _, path = self._attach(parent, int(found[0]["start"]) * sector, int(found[0]["size"]) * sector, sector,
+                                   bool(mount.options.get("readonly")), where)
+            self._partitions[key] = path
+        return self._partitions[key]
+
+    def _attach(self, backing_path: str, offset: int, size: int, sector: int, read_only: bool,
+                name: str) -> tuple[int, str]:
+        """A loop device over backing_path (a file or a device) from offset for size bytes (0: to its end)."""
+        backing = os.open(backing_path, (os.O_RDONLY if read_only else os.O_RDWR) | os.O_CLOEXEC)
+        try:
+            config = _LoopConfig()
+            config.fd = backing
+            config.block_size = sector
+            config.info.lo_offset = offset
+            config.info.lo_sizelimit = size
+            config.info.lo_flags = LO_FLAGS_AUTOCLEAR | (LO_FLAGS_READ_ONLY if read_only else 0)
+            fd, path = self._configure(config, name)
+        finally:
+            os.close(backing)
+        self._loops.append(fd)
+        return fd, path
+
     @staticmethod
-    def _attach(config: _LoopConfig, name: str) -> tuple[int, str]:
+    def _configure(config: _LoopConfig, name: str) -> tuple[int, str]:
         control = os.open("/dev/loop-control", os.O_RDWR | os.O_CLOEXEC)
         try:
             for _ in range(CONFIGURE_ATTEMPTS):
@@ -139,11 +169,11 @@ class HostServices:
                     os.close(fd)
                     if e.errno == errno.EBUSY:   # another process took that device first
                         continue
-                    raise BuildError(f"device {name}: cannot attach a loop device: {e.strerror}") from e
+                    raise BuildError(f"{name}: cannot attach a loop device: {e.strerror}") from e
                 return fd, path
         finally:
             os.close(control)
-        raise BuildError(f"device {name}: no free loop device after {CONFIGURE_ATTEMPTS} attempts")
+        raise BuildError(f"{name}: no free loop device after {CONFIGURE_ATTEMPTS} attempts")
 
     def _mount(self, mount: Mount) -> str:
         if mount.type == BIND:
@@ -155,8 +185,8 @@ class HostServices:
         flags += [f"{key}={mount.options[key]}" for key in ("uid", "gid", "umask", "shortname") if key in mount.options]
         if mount.options.get("norecovery"):
             flags.append("norecovery")
-        argv = ["mount", "-t", FILESYSTEMS[mount.type], *(["-o", ",".join(flags)] if flags else []),
-                self.device_paths[mount.source], target]
+        device = self._partition(mount) if mount.partition is not None else self.device_paths[mount.source]
+        argv = ["mount", "-t", FILESYSTEMS[mount.type], *(["-o", ",".join(flags)] if flags else []), device, target]
         proc = subprocess.run(argv, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             raise BuildError(f"mount {mount.name} ({mount.type} on device {mount.source}): {proc.stderr.strip()}")
@@ -190,6 +220,12 @@ class HostServices:
             umount(self._mounted.pop())
         while self._loops:
             os.close(self._loops.pop())   # autoclear detaches the device once nothing holds it
+
+
+def _partition_number(node: str) -> int | None:
+    """The number of a partition from its node's name (/dev/loop3p2: 2)."""
+    match = re.search(r"(\d+)$", node)
+    return int(match.group(1)) if match else None
 
 
 def _open_device(path: str) -> int:

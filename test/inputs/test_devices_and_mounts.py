@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import subprocess
 from pathlib import Path
@@ -56,7 +57,8 @@ def main(tree, options):
 @pytest.fixture
 def disklib(lib: Library) -> Library:
     lib.stage(MKIMAGE, MKIMAGE_BODY)
-    lib.stage(WRITER, WRITER_BODY, schema={"type": "object", "properties": {"sleep": {"type": "number"}}})
+    lib.stage(WRITER, WRITER_BODY, schema={"type": "object", "properties": {"sleep": {"type": "number"},
+                                                                          "text": {"type": "string"}}})
     return lib
 
 
@@ -149,11 +151,23 @@ def test_without_root_a_stage_with_devices_is_refused_naming_it(monkeypatch: pyt
         refuse(stages)
 
 
-def test_a_mount_by_partition_number_is_refused_before_anything_runs(disklib: Library, tmp_path: Path) -> None:
-    by_number = manifest()
-    by_number["pipelines"][0]["stages"][1]["mounts"][0]["partition"] = 1
+def test_a_mount_by_partition_number_finds_it_in_the_partition_table(disklib: Library, tmp_path: Path) -> None:
+    """The kernel here does not scan loop devices for partitions: the engine reads the table and maps the partition."""
+    by_number = manifest(text="found by its number\n")
+    stage = by_number["pipelines"][0]["stages"][1]
+    stage["devices"]["disk"]["options"] = {"filename": "disk.img", "partscan": True}
+    stage["mounts"][0]["partition"] = 1
+    tree = disklib.build_tree(by_number, tmp_path / "store", tmp_path / "out", export="image")
+    extracted = tmp_path / "partition.img"
+    subprocess.run(["dd", f"if={tree / 'disk.img'}", f"of={extracted}", "bs=512", f"skip={PART_START}",
+                    f"count={PART_SECTORS}", "status=none"], check=True)
+    content = subprocess.run(["debugfs", "-R", "cat /hello", str(extracted)], capture_output=True, text=True, check=True).stdout
+    assert content == "found by its number\n"
+    assert loop_devices_over(tmp_path) == []
+    missing = copy.deepcopy(by_number)
+    missing["pipelines"][0]["stages"][1]["mounts"][0]["partition"] = 3
     proc = disklib.run("--store", str(tmp_path / "store"), "--output-directory", str(tmp_path / "out"), "--export", "image",
-                       manifest=by_number, check=False)
-    assert proc.returncode == 2
-    assert "mount root names a partition" in proc.stderr
-    assert objects_in(tmp_path / "store") == set()
+                       manifest=missing, check=False)
+    assert proc.returncode == 1
+    assert "mount root: partition 3 of device disk: the device's partition table has no such partition" in proc.stderr
+    assert loop_devices_over(tmp_path) == []
