@@ -17,6 +17,7 @@ from the environment. The manifest wins: what it says is part of its ids.
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 from osbuild.errors import UserError
@@ -170,11 +171,29 @@ def new_manifest(index: Index, sources: dict[str, Any], items_key: str) -> Manif
 
 
 def runner_module(index: Index, name: str) -> ModuleInfo:
-    """The runner of that name, or the generic one when the library has none by that name."""
-    info = index.get("runner", name) or index.get("runner", GENERIC_RUNNER)
+    """The runner of that name; else, as osbuild picks one, the same distribution's of the highest
+    version not above it (org.osbuild.debian14 runs with debian13); else the generic one."""
+    info = index.get("runner", name) or index.get("runner", _closest_runner(index, name) or GENERIC_RUNNER)
     if info is None:
         raise UserError(f"library directory {index.libdir} has no runner {name} nor {GENERIC_RUNNER}")
     return info
+
+
+def _closest_runner(index: Index, name: str) -> str | None:
+    wanted = _RUNNER_NAME.match(name)
+    if wanted is None:
+        return None
+    best: tuple[int, str] | None = None
+    for candidate in index.names("runner"):
+        found = _RUNNER_NAME.match(candidate)
+        if found and found["distro"] == wanted["distro"] and found["version"] and wanted["version"]:
+            version = int(found["version"])
+            if version <= int(wanted["version"]) and (best is None or version > best[0]):
+                best = (version, candidate)
+    return best[1] if best else None
+
+
+_RUNNER_NAME = re.compile(r"^org\.osbuild\.(?P<distro>[a-z]+?)(?P<version>[0-9]*)$")
 
 
 def environment_epoch() -> int | None:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import REPO
 from testlib import (
     TEST_STAGE,
     Library,
@@ -88,7 +89,7 @@ INPUTS = [*S0, "inputs"]
     (["pipelines", 1, "build"], "build", ".pipelines[1].build", "does not match '^name:'"),
     (["pipelines", 1, "build"], "name:image", ".pipelines[1].build", "'name:image' names no earlier pipeline"),
     (["pipelines", 1, "build"], "name:os", ".pipelines[1].build", "'name:os' names no earlier pipeline"),
-    (["pipelines", 0, "runner"], "org.osbuild.nope", ".pipelines[0].runner", "unknown runner 'org.osbuild.nope'"),
+    (["pipelines", 0, "runner"], "fedora41", ".pipelines[0].runner", "'fedora41' does not match"),
     (["pipelines", 1, "source-epoch"], "now", ".pipelines[1].source-epoch", "'now' is not of type 'integer'"),
     (["pipelines", 1, "stages", 0, "type"], "org.osbuild.nope", ".pipelines[1].stages[0].type",
      "unknown stage 'org.osbuild.nope'"),
@@ -243,3 +244,22 @@ def test_build_pipeline_flag_is_for_format_1(v2lib: Library, tmp_path: Path) -> 
     build.write_text(json.dumps({"stages": []}))
     lines = invalid_manifest_lines(v2lib, valid(), tmp_path / "store", "--build-pipeline", str(build))
     assert lines == [".: --build-pipeline is for format 1; a format-2 manifest names its build pipelines"]
+
+
+@pytest.mark.parametrize(("declared", "used"), [
+    ("org.osbuild.linux", "org.osbuild.linux"),
+    ("org.osbuild.debian13", "org.osbuild.debian13"),
+    ("org.osbuild.debian14", "org.osbuild.debian13"),   # the same distribution's closest older runner, as osbuild picks
+    ("org.osbuild.debian12", "org.osbuild.debian12"),
+    ("org.osbuild.debian11", "org.osbuild.linux"),      # none old enough: the generic one
+    ("org.osbuild.fedora41", "org.osbuild.fedora30"),
+    ("org.osbuild.rhel9", "org.osbuild.linux"),
+])
+def test_a_runner_this_library_lacks_runs_with_the_closest(declared: str, used: str) -> None:
+    manifest = v2_manifest(v2_pipeline("build", runner=declared), v2_pipeline("os", build="name:build"))
+    index = Index(str(REPO))
+    assert v2.validate(manifest, index) == []
+    loaded = v2.load(manifest, index)
+    os_pipeline = loaded.get("os")
+    assert os_pipeline is not None and os_pipeline.runner.name == used
+    assert v2.describe(loaded)["pipelines"][0]["runner"] == declared
