@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from osbuild.errors import BuildError, UserError
+from osbuild.inputs import resolve_in_tree
 from osbuild.mounts import bind, umount
 from osbuild.pipeline import Device, Mount, Stage
 
@@ -103,7 +104,8 @@ class HostServices:
 
     def _loopback(self, device: Device) -> str:
         options = device.options
-        filename = os.path.join(self.tree, str(options["filename"]).lstrip("/"))
+        # Resolved inside the tree, as if it were /: neither .. nor a symlink reaches a host file.
+        filename = resolve_in_tree(self.tree, str(options["filename"]))
         if os.path.islink(filename) or not os.path.isfile(filename):
             raise BuildError(f"device {device.name}: {options['filename']} is not a regular file in the tree")
         sector = int(options.get("sector-size", 512))

@@ -171,3 +171,17 @@ def test_a_mount_by_partition_number_finds_it_in_the_partition_table(disklib: Li
     assert proc.returncode == 1
     assert "mount root: partition 3 of device disk: the device's partition table has no such partition" in proc.stderr
     assert loop_devices_over(tmp_path) == []
+
+
+def test_a_loopback_file_outside_the_tree_is_not_reached(disklib: Library, tmp_path: Path) -> None:
+    """`filename` is a path in the stage's tree: .. and symlinks stop at its root, never at a host file."""
+    host_file = tmp_path / "host-disk.img"
+    host_file.write_bytes(b"\0" * MiB)
+    escaping = manifest()
+    escaping["pipelines"][0]["stages"][1]["devices"]["disk"]["options"]["filename"] = "../" * 30 + str(host_file).lstrip("/")
+    proc = disklib.run("--store", str(tmp_path / "store"), "--output-directory", str(tmp_path / "out"), "--export", "image",
+                       manifest=escaping, check=False)
+    assert proc.returncode == 1
+    assert "is not a regular file in the tree" in proc.stderr
+    assert loop_devices_over(tmp_path) == []
+    assert host_file.read_bytes() == b"\0" * MiB
