@@ -104,6 +104,7 @@ INPUTS = [*S0, "inputs"]
     ([*INPUTS, "tree", "references"], ["os"], ".pipelines[2].stages[0].inputs.tree.references[0]", "not a pipeline reference"),
     ([*INPUTS, "files", "references"], ["sha256:" + "0" * 64], ".pipelines[2].stages[0].inputs.files.references[0]",
      "is not among the manifest's sources"),
+    ([*INPUTS, "files", "references"], ["../../etc/passwd"], ".pipelines[2].stages[0].inputs.files", "does not match"),
     ([*INPUTS, "files", "references"], {CHECKSUM: {"metadata": {"rpm.check_gpg": True}, "bogus": 1}},
      ".pipelines[2].stages[0].inputs.files", ""),
     ([*INPUTS, "one", "references"], {"name:os": {}}, ".pipelines[2].stages[0].inputs.one", ""),
