@@ -64,7 +64,8 @@ PIPELINE_SCHEMA = {
     "required": ["name"],
     "additionalProperties": False,
     "properties": {
-        "name": {"type": "string", "minLength": 1},
+        # A name is a directory of the output directory when exported: no slashes, not . or ..
+        "name": {"type": "string", "pattern": "^(?![.]{1,2}$)[^/\\x00]+$"},
         "build": {"type": "string", "pattern": "^name:"},
         # Any osbuild runner name: one this library lacks runs with its closest (formats.v1.runner_module).
         "runner": {"type": "string", "pattern": "^org[.]osbuild[.][A-Za-z0-9_.-]+$"},

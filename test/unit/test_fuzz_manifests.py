@@ -6,10 +6,12 @@ import copy
 import hashlib
 import json
 import random
+from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import REPO
+from testlib import TEST_STAGE, Library
 
 from osbuild import formats
 from osbuild.errors import UserError
@@ -147,3 +149,39 @@ def test_mutated_manifests_raise_nothing_unexpected(seed: int) -> None:
         outcomes[outcome] = outcomes.get(outcome, 0) + 1
     # The mutations reach every outcome: the test exercises validation, not only the JSON parser.
     assert outcomes.get("invalid", 0) > MUTATIONS // 4 and outcomes.get("loaded", 0) > MUTATIONS // 20, outcomes
+
+
+def buildable_seed() -> dict[str, Any]:
+    """A format-2 manifest of test stages that builds anywhere: a tree, an empty pipeline, and one reading both."""
+    return {"version": "2",
+            "sources": {"org.osbuild.inline": {"items": {CHECKSUM: {"encoding": "base64", "data": "aW5saW5lCg=="}}}},
+            "pipelines": [
+                {"name": "os", "stages": [{"type": TEST_STAGE, "options": {"files": {"/etc/hostname": "x"}}}]},
+                {"name": "empty"},
+                {"name": "image", "stages": [{"type": TEST_STAGE, "options": {}, "inputs": {
+                    "tree": {"type": "org.osbuild.tree", "origin": "org.osbuild.pipeline", "references": ["name:os"]},
+                    "empty": {"type": "org.osbuild.tree", "origin": "org.osbuild.pipeline", "references": ["name:empty"]},
+                    "files": {"type": "org.osbuild.files", "origin": "org.osbuild.source", "references": [CHECKSUM]},
+                    "one": {"type": "org.osbuild.files", "origin": "org.osbuild.pipeline",
+                            "references": {"name:os": {"file": "/etc/hostname"}}}}}]}]}
+
+
+def test_a_few_valid_mutations_build_or_fail_in_words(lib: Library, tmp_path: Path) -> None:
+    """Mutations that validate go through real builds: success or a failure in one message, never a traceback."""
+    lib.use_sources("org.osbuild.inline")
+    index = Index(str(lib.root))
+    rng = random.Random(3)
+    built = 0
+    for _ in range(2000):
+        manifest = mutate(buildable_seed(), rng)
+        if check(index, manifest) != "loaded":
+            continue
+        name = rng.choice([p["name"] for p in manifest.get("pipelines", [])] or ["os"])
+        proc = lib.run("--store", str(tmp_path / "store"), "--output-directory", str(tmp_path / f"out-{built}"),
+                       "--export", name, manifest=manifest, check=False)
+        assert "Traceback" not in proc.stderr, f"{proc.stderr}\non manifest:\n{json.dumps(manifest)}"
+        assert proc.returncode in (0, 1, 2), proc.stderr
+        built += 1
+        if built == 6:
+            break
+    assert built == 6
