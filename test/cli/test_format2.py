@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from conftest import REPO
+from conftest import REPO, run_osbuild
 from testlib import (
     TEST_STAGE,
     Library,
@@ -110,3 +110,18 @@ def test_checkpoint_takes_pipeline_names_stage_ids_and_globs(lib: Library, tmp_p
     assert checkpoint_ids(loaded, [TEST_STAGE]) == os_ids | {image.stages[0].id}
     proc = lib.run("--store", str(tmp_path / "store"), "--checkpoint", "dis*", manifest=manifest(), check=False)
     assert_one_line_error(proc, 2, "--checkpoint 'dis*': no pipeline, stage type or id matches")
+
+
+def test_the_same_stages_in_either_format_are_the_same_objects(tmp_path: Path) -> None:
+    """The project's own stages run from format 2, and what format 1 built is reused: one model, one id function."""
+    stages = [("org.osbuild.hostname", {"hostname": "either"}), ("org.osbuild.mkdir", {"paths": [{"path": "/srv"}]})]
+    store = tmp_path / "store"
+    one = run_osbuild("--store", str(store), "--json", manifest={"stages": [{"name": n, "options": o} for n, o in stages]})
+    first = json.loads(one.stdout)
+    two = run_osbuild("--store", str(store), "--json", "--output-directory", str(tmp_path / "out"), "--export", "tree",
+                      manifest=v2_manifest(v2_pipeline("tree", *[{"type": n, "options": o} for n, o in stages])))
+    second = json.loads(two.stdout)
+    assert [s["status"] for s in second["pipelines"]["tree"]["stages"]] == ["cached", "cached"]
+    assert second["pipelines"]["tree"]["id"] == first["tree_id"]
+    assert (tmp_path / "out/tree/etc/hostname").read_text() == "either\n"
+    assert (tmp_path / "out/tree/srv").is_dir()
