@@ -155,8 +155,9 @@ def load(description: dict[str, Any], index: Index, build: Any = None) -> Manife
     return manifest
 
 
-def new_manifest(index: Index, sources: dict[str, Any], items_key: str) -> Manifest:
-    """An empty manifest with the host's runner and the sources of a description (their items under items_key).
+def new_manifest(index: Index, sources: dict[str, Any], *items_keys: str) -> Manifest:
+    """An empty manifest with the host's runner and the sources of a description (their items under
+    the first of items_keys a source has).
 
     An item that is a string is a URL; format 2 keeps the same shape for every file source.
     """
@@ -164,8 +165,8 @@ def new_manifest(index: Index, sources: dict[str, Any], items_key: str) -> Manif
     for name, options in sorted(sources.items()):
         info = index.get("source", name)
         assert info is not None
-        items = {checksum: {"url": item} if isinstance(item, str) else dict(item)
-                 for checksum, item in sorted(options.get(items_key, {}).items())}
+        given: dict[str, Any] = next((options[key] for key in items_keys if key in options), {})
+        items = {checksum: {"url": item} if isinstance(item, str) else dict(item) for checksum, item in sorted(given.items())}
         manifest.sources[name] = Source(info, options, items)
     return manifest
 

@@ -37,6 +37,8 @@ VERSION = "2"
 # osbuild builds only what is exported; so does format 2 here.
 BUILDS_WITHOUT_EXPORT = False
 NAME_REF = "name:"
+# Where a source lists its items: `items`, or `urls`, the name format 1 gave them, which osbuild still reads.
+ITEMS_KEYS = ("items", "urls")
 # Input, device and mount names become paths (/run/osbuild/inputs/NAME): no slashes, no dot-dot.
 ITEM_NAME = "^[A-Za-z][A-Za-z0-9_.-]{0,254}$"
 
@@ -107,8 +109,9 @@ def validate(description: Any, index: Index, build: Any = None) -> list[Problem]
             problems.append(Problem(("sources", name), f"unknown source {name!r}"))
         elif isinstance(source, dict):
             problems += info.validate_options(source, ("sources", name), version=2)
-            if isinstance(source.get("items"), dict):
-                checksums.update(source["items"])
+            for key in ITEMS_KEYS:
+                if isinstance(source.get(key), dict):
+                    checksums.update(source[key])
     pipelines = description.get("pipelines", [])
     earlier: set[str] = set()
     for i, pipeline in enumerate(pipelines if isinstance(pipelines, list) else []):
@@ -262,7 +265,7 @@ def _references(refs: Any) -> list[tuple[str, dict[str, Any]]]:
 
 def load(description: dict[str, Any], index: Index, build: Any = None) -> Manifest:
     """The manifest model of a validated format-2 description."""
-    manifest = new_manifest(index, description.get("sources", {}), "items")
+    manifest = new_manifest(index, description.get("sources", {}), *ITEMS_KEYS)
     default_epoch = environment_epoch()
     for pipeline in description.get("pipelines", []):
         manifest.pipelines.append(_load_pipeline(pipeline, manifest, index, default_epoch))

@@ -152,3 +152,14 @@ def test_insecure_skips_the_certificate_check_only_where_asked(reader: Library, 
     assert cached(tmp_path) == {}
     build(reader, reading({"org.osbuild.curl": {"items": {wanted: {"url": tls_server.url, "insecure": True}}}}, wanted), tmp_path)
     assert cached(tmp_path) == {wanted: b"served over TLS\n"}
+
+
+def test_curl_reads_urls_as_items_as_osbuild_does(reader: Library, tmp_path: Path) -> None:
+    path = tmp_path / "file.txt"
+    path.write_bytes(b"listed under urls\n")
+    wanted = checksum(b"listed under urls\n")
+    build(reader, reading({"org.osbuild.curl": {"urls": {wanted: f"file://{path}"}}}, wanted), tmp_path)
+    assert cached(tmp_path) == {wanted: b"listed under urls\n"}
+    both = {"org.osbuild.curl": {"urls": {wanted: f"file://{path}"}, "items": {wanted: f"file://{path}"}}}
+    proc = build(reader, reading(both, wanted), tmp_path, check=False)
+    assert proc.returncode == 2 and ".sources.org.osbuild.curl: " in proc.stderr
