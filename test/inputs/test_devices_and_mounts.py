@@ -46,7 +46,8 @@ def main(tree, options):
     with open(os.path.join(root, "hello"), "w") as f:
         f.write(options.get("text", "written through the mount\\n"))
     report = {"devices": args["devices"], "mounts": args["mounts"],
-              "is_block": os.path.exists(args["devices"]["disk"]["path"])}
+              "is_block": os.path.exists(args["devices"]["disk"]["path"]),
+              "dev": sorted(name for name in os.listdir("/dev") if name.startswith("loop"))}
     with open(os.path.join(tree, "report.json"), "w") as f:
         json.dump(report, f)
     print("written, sleeping", flush=True)
@@ -92,6 +93,7 @@ def test_a_stage_writes_a_filesystem_in_a_partition_of_an_image_through_a_loop_d
     assert content == "written through the mount\n"
     report = json.loads((tree / "report.json").read_text())
     assert report["devices"]["disk"]["path"].startswith("/dev/loop") and report["is_block"]
+    assert report["dev"] == [report["devices"]["disk"]["path"][len("/dev/"):]], "the stage sees its own loop device only"
     assert report["mounts"] == {"root": {"path": "/run/osbuild/mounts"}}
     assert "hello" not in {p.name for p in tree.iterdir()}, "the mount is not the tree"
     # Released: no loop device over the store's files, no mount left.
