@@ -187,3 +187,30 @@ def test_a_loopback_file_outside_the_tree_is_not_reached(disklib: Library, tmp_p
     assert "is not a regular file in the tree" in proc.stderr
     assert loop_devices_over(tmp_path) == []
     assert host_file.read_bytes() == b"\0" * MiB
+
+
+def test_a_bind_mount_puts_a_mounted_filesystem_into_the_tree_for_the_stage(disklib: Library, tmp_path: Path) -> None:
+    """org.osbuild.bind: mount://PATH over tree://PATH, as osbuild's; what the stage writes there lands in the image."""
+    disklib.stage("org.osbuild.test.mnt", '''
+def main(tree, options):
+    os.makedirs(os.path.join(tree, "mnt"))
+''')
+    disklib.stage("org.osbuild.test.through-tree", '''
+def main(tree, options):
+    with open(os.path.join(tree, "mnt", "via-tree"), "w") as f:
+        f.write("through the tree\\n")
+''')
+    stage = v2_stage("org.osbuild.test.through-tree")
+    stage["devices"] = writer()["devices"]
+    stage["mounts"] = [*writer()["mounts"],
+                       {"name": "bind", "type": "org.osbuild.bind", "target": "tree://mnt", "options": {"source": "mount://"}}]
+    bound = v2_manifest(v2_pipeline("image", v2_stage(MKIMAGE), v2_stage("org.osbuild.test.mnt"), stage))
+    tree = disklib.build_tree(bound, tmp_path / "store", tmp_path / "out", export="image")
+    assert list((tree / "mnt").iterdir()) == [], "the file went into the filesystem, not the tree"
+    extracted = tmp_path / "partition.img"
+    subprocess.run(["dd", f"if={tree / 'disk.img'}", f"of={extracted}", "bs=512", f"skip={PART_START}",
+                    f"count={PART_SECTORS}", "status=none"], check=True)
+    content = subprocess.run(["debugfs", "-R", "cat /via-tree", str(extracted)], capture_output=True, text=True,
+                             check=True).stdout
+    assert content == "through the tree\n"
+    assert mounts_anywhere(str(tmp_path / "store")) == []
