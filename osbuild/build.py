@@ -61,8 +61,10 @@ class StageFailure:
     log: str = ""                   # everything it printed, for --json
 
     def as_json(self) -> dict[str, Any]:
+        # `details.stage` is where osbuild's result names the failed stage, for programs that read it there.
         return {"pipeline": self.pipeline, "type": self.type, "id": self.id,
-                "returncode": self.returncode, "output": "\n".join(self.output)}
+                "returncode": self.returncode, "output": "\n".join(self.output),
+                "details": {"stage": {"id": self.id, "type": self.type, "output": self.log}}}
 
 
 @dataclass

@@ -88,6 +88,7 @@ def test_a_failing_stage_names_its_pipeline_stage_and_id(lib: Library, tmp_path:
                             check=False)
     assert result["success"] is False
     assert result["error"]["id"] == stage_id
+    assert result["error"]["details"]["stage"] == {"id": stage_id, "type": TEST_STAGE, "output": "about to fail"}
     # As in osbuild's result, the failed stage's output is the last entry of its pipeline's log.
     assert result["log"]["image"][-1] == {"id": stage_id, "type": TEST_STAGE, "output": "about to fail"}
 
