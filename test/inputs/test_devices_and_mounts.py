@@ -214,3 +214,33 @@ def main(tree, options):
                              check=True).stdout
     assert content == "through the tree\n"
     assert mounts_anywhere(str(tmp_path / "store")) == []
+
+
+def test_xfs_mounts_read_write_then_read_only_without_recovery(disklib: Library, tmp_path: Path) -> None:
+    disklib.stage("org.osbuild.test.mkxfs", '''
+def main(tree, options):
+    image = os.path.join(tree, "xfs.img")
+    subprocess.run(["truncate", "-s", "320M", image], check=True)
+    subprocess.run(["mkfs.xfs", "-q", image], check=True)
+''')
+    disklib.stage("org.osbuild.test.readback", '''
+def main(tree, options):
+    root = osbuild.api.arguments()["mounts"]["root"]["path"]
+    with open(os.path.join(root, "hello"), encoding="utf-8") as f:
+        text = f.read()
+    with open(os.path.join(tree, "read-back"), "w", encoding="utf-8") as f:
+        f.write(text)
+    print("write", attempt(lambda: open(os.path.join(root, "other"), "w").write("x")), flush=True)
+''')
+    def on_xfs(stage: dict[str, Any], **options: Any) -> dict[str, Any]:
+        stage["devices"] = {"disk": {"type": "org.osbuild.loopback", "options": {"filename": "xfs.img"}}}
+        stage["mounts"] = [{"name": "root", "type": "org.osbuild.xfs", "source": "disk", "target": "/", "options": options}]
+        return stage
+
+    xfs = v2_manifest(v2_pipeline("image", v2_stage("org.osbuild.test.mkxfs"), on_xfs(v2_stage(WRITER, text="on xfs\n")),
+                                  on_xfs(v2_stage("org.osbuild.test.readback"), readonly=True, norecovery=True)))
+    result = disklib.build_json(xfs, tmp_path / "store", "--output-directory", str(tmp_path / "out"), "--export", "image")
+    assert (tmp_path / "out/image/read-back").read_text() == "on xfs\n"
+    write = result["log"]["image"][2]["output"]
+    assert "'errno': 30" in write, write   # EROFS: the read-only mount is read-only
+    assert loop_devices_over(tmp_path) == []
