@@ -244,3 +244,15 @@ def main(tree, options):
     write = result["log"]["image"][2]["output"]
     assert "'errno': 30" in write, write   # EROFS: the read-only mount is read-only
     assert loop_devices_over(tmp_path) == []
+
+
+def test_a_failing_stage_releases_its_devices_and_mounts(disklib: Library, tmp_path: Path) -> None:
+    failing = manifest()
+    stage = failing["pipelines"][0]["stages"][1]
+    stage["type"], stage["options"] = "org.osbuild.test", {"print": ["failing on purpose"], "exit": 3}
+    proc = disklib.run("--store", str(tmp_path / "store"), "--output-directory", str(tmp_path / "out"), "--export", "image",
+                       manifest=failing, check=False)
+    assert proc.returncode == 1
+    assert "failing on purpose" in proc.stderr and "exit status 3" in proc.stderr
+    assert loop_devices_over(tmp_path) == []
+    assert mounts_anywhere(str(tmp_path / "store")) == []
