@@ -172,7 +172,7 @@ class Builder:
                              info.metadata, info.changes, "\n".join(self._output))
         self.result.stages.append(result)
         self.monitor.stage_end(index, pipeline.name, stage.name, stage.id, status, result.duration,
-                               info.changes if status == "built" else None)
+                               info.changes if status == "built" else None, result.output)
         if status == "built":
             self.store.evict(protect=self._protect)
 

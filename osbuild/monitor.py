@@ -41,7 +41,7 @@ class Monitor:
     def stage_output(self, line: str) -> None: ...
 
     def stage_end(self, index: int, pipeline: str, stage: str, object_id: str, status: str,
-                  duration: float, changes: dict[str, Any] | None = None) -> None: ...
+                  duration: float, changes: dict[str, Any] | None = None, output: str = "") -> None: ...
 
     def stage_failed(self, pipeline: str, stage: str, object_id: str, returncode: int, tail: list[str]) -> None: ...
 
@@ -93,7 +93,7 @@ class LogMonitor(Monitor):
         self._write("    " + line + "\n")
 
     def stage_end(self, index: int, pipeline: str, stage: str, object_id: str, status: str,
-                  duration: float, changes: dict[str, Any] | None = None) -> None:
+                  duration: float, changes: dict[str, Any] | None = None, output: str = "") -> None:
         line = f"{self._head(index, pipeline, stage, object_id)}  {status}  {duration:.1f}s"
         if changes:
             line += f"  {changes_summary(changes)}"
@@ -197,11 +197,11 @@ class JSONSeqMonitor(Monitor):
         self._emit("log", self.MODULE, line)
 
     def stage_end(self, index: int, pipeline: str, stage: str, object_id: str, status: str,
-                  duration: float, changes: dict[str, Any] | None = None) -> None:
+                  duration: float, changes: dict[str, Any] | None = None, output: str = "") -> None:
         self.stage = {"name": stage, "id": object_id}
         self.stages_done += 1
         self._emit("stage-end", self.ENGINE, f"Finished module {stage}", duration=round(duration, 3),
-                   result={"name": stage, "id": object_id, "success": True, "output": "", "status": status,
+                   result={"name": stage, "id": object_id, "success": True, "output": output, "status": status,
                            "duration": round(duration, 3), "changes": changes})
 
     def stage_failed(self, pipeline: str, stage: str, object_id: str, returncode: int, tail: list[str]) -> None:

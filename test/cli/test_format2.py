@@ -69,6 +69,7 @@ def test_jsonseq_records_carry_osbuilds_context_and_progress(lib: Library, tmp_p
     assert [(r["context"]["pipeline"]["name"], r["result"]["id"]) for r in ends] == \
         [("os", os_pipeline.stages[0].id), ("os", os_pipeline.stages[1].id), ("image", image.stages[0].id)]
     assert all(r["result"]["success"] and r["context"]["origin"] == "osbuild.monitor" for r in ends)
+    assert ends[1]["result"]["output"] == "hello from os", "a stage's result carries its output, as osbuild's does"
     assert ends[-1]["progress"] == {"name": "pipelines/sources", "total": 2, "done": 1,
                                     "progress": {"name": "pipeline: image", "total": 1, "done": 1}}
 
