@@ -7,6 +7,7 @@ or build it, then export what was asked for.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import stat
@@ -16,8 +17,9 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
-from osbuild import sandbox, sources, treediff
+from osbuild import devices, inputs, sandbox, sources, treediff
 from osbuild.errors import BuildError, UserError
+from osbuild.exports import remove_stale_exports, replace_atomically, staging_path
 from osbuild.monitor import Monitor
 from osbuild.mounts import mount_overlay, umount
 from osbuild.objectstore import LAYER, OUTPUT, ObjectStore, Workspace, remove_tree
@@ -32,6 +34,8 @@ DEVICE_NODES_FILE = "/run/osbuild/device-nodes"
 # system's /dev holds before devtmpfs covers it, and nothing that reaches hardware.
 ALLOWED_DEVICE_NODES = {(1, 3), (1, 5), (1, 7), (1, 8), (1, 9), (5, 0), (5, 1), (5, 2)}
 SOURCES_DIR = "/run/osbuild/sources"
+MOUNTS_DIR = "/run/osbuild/mounts"
+DEVICES_DIR = "/dev"
 
 
 @dataclass
@@ -45,6 +49,7 @@ class StageResult:
     duration: float
     metadata: dict[str, Any] = field(default_factory=dict)
     changes: dict[str, Any] | None = None
+    output: str = ""                # what the stage printed, when it ran in this build
 
     def as_json(self) -> dict[str, Any]:
         return {"type": self.type, "id": self.id, "status": self.status,
@@ -57,11 +62,14 @@ class StageFailure:
     type: str
     id: str
     returncode: int
-    output: list[str]
+    output: list[str]               # the last lines, for a person
+    log: str = ""                   # everything it printed, for --json
 
     def as_json(self) -> dict[str, Any]:
+        # `details.stage` is where osbuild's result names the failed stage, for programs that read it there.
         return {"pipeline": self.pipeline, "type": self.type, "id": self.id,
-                "returncode": self.returncode, "output": "\n".join(self.output)}
+                "returncode": self.returncode, "output": "\n".join(self.output),
+                "details": {"stage": {"id": self.id, "type": self.type, "output": self.log}}}
 
 
 @dataclass
@@ -167,7 +175,7 @@ def pipelines_needed(manifest: Manifest, targets: Collection[Pipeline]) -> list[
         if pipeline.build is not None:
             todo.append(pipeline.build)
         for stage in pipeline.stages:
-            todo.extend(stage.inputs.values())
+            todo.extend(stage.pipelines_read)
     return [p for p in manifest.pipelines if id(p) in needed]
 
 
@@ -186,12 +194,14 @@ class Builder:
         self._protect: set[str] = set()
         self._identity: sandbox.Identity | None = None
         self._idmapped_layers: dict[str, str] = {}
+        self._output: list[str] = []
 
     # -- the story -------------------------------------------------------------------
 
     def build(self, targets: Collection[Pipeline], exports: Collection[Pipeline] = (),
               output_directory: str | None = None, checkpoints: Collection[str] = ()) -> BuildResult:
         pipelines = pipelines_needed(self.manifest, targets)
+        devices.refuse([(p.name, s) for p in pipelines for s in p.stages])
         total = sum(len(p.stages) for p in pipelines)
         index = 0
         # While building, eviction spares everything this manifest needs, not only what is in use yet.
@@ -200,8 +210,9 @@ class Builder:
         try:
             sources.fetch(self.manifest, self.store, self.monitor, self.identity, self.workspace.subdir("fetch-binds"))
             self._sources = sources.view(self.manifest, self.store, self.workspace.subdir("sources"))
-            self.monitor.begin(total)
+            self.monitor.begin(total, len(pipelines))
             for pipeline in pipelines:
+                self.monitor.pipeline_start(pipeline.name, pipeline.id, len(pipeline.stages))
                 for stage in pipeline.stages:
                     index += 1
                     self._stage(index, pipeline, stage)
@@ -229,6 +240,7 @@ class Builder:
         start = time.monotonic()
         base = self._base(pipeline, stage)
         status = "cached"
+        self._output = []
         if not (self.store.has(stage.id) and self.store.hold(stage.id)):
             with self.store.building(stage.id) as claim:
                 if claim.needed:
@@ -237,10 +249,10 @@ class Builder:
                     status = "built"
         info = self.store.info(stage.id)
         result = StageResult(pipeline.name, stage.name, stage.id, status, time.monotonic() - start,
-                             info.metadata, info.changes)
+                             info.metadata, info.changes, "\n".join(self._output))
         self.result.stages.append(result)
         self.monitor.stage_end(index, pipeline.name, stage.name, stage.id, status, result.duration,
-                               info.changes if status == "built" else None)
+                               info.changes if status == "built" else None, result.output)
         if status == "built":
             self.store.evict(protect=self._protect)
 
@@ -268,6 +280,9 @@ class Builder:
             "tree": TREE,
             "options": stage.options,
             "meta": {"id": stage.id, "source-epoch": pipeline.source_epoch},
+            # Format 2's arguments, as osbuild's stages read them (empty for a format-1 stage).
+            "paths": {"inputs": inputs.INPUTS_DIR, "devices": DEVICES_DIR, "mounts": MOUNTS_DIR},
+            "inputs": {}, "devices": {}, "mounts": {},
         }
         binds = [sandbox.Bind(api, API_DIR), sandbox.Bind(meta_file, META_FILE, readonly=False, idmapped=True),
                  sandbox.Bind(self._sources, SOURCES_DIR)]
@@ -277,7 +292,7 @@ class Builder:
         if stage.kind == "assembler":
             result_dir = os.path.join(work, "output")
             os.mkdir(result_dir)
-            self._mount_readonly(stage.inputs["tree"].id, tree, idmapped=True)
+            self._mount_readonly(stage.inputs["tree"].pipelines[0].id, tree, idmapped=True)
             binds += [sandbox.Bind(tree, TREE), sandbox.Bind(result_dir, OUTPUT_DIR, readonly=False, idmapped=True)]
             arguments["output_dir"] = OUTPUT_DIR
         else:
@@ -286,6 +301,21 @@ class Builder:
             result_dir = os.path.join(layer, "upper")
             self._mount_writable(base, layer, layer_mount, tree)
             binds.append(sandbox.Bind(tree, TREE, readonly=False))
+            if stage.inputs:
+                arguments["inputs"] = self._map_inputs(stage, work)
+                binds.append(sandbox.Bind(os.path.join(work, "inputs"), inputs.INPUTS_DIR))
+        services = devices.HostServices(tree, os.path.join(work, "mounts"), show=self.identity.idmap)
+        if stage.devices or stage.mounts:
+            try:
+                os.mkdir(services.mounts_dir)
+                arguments["devices"], arguments["mounts"] = services.open(stage)
+            except BaseException:
+                services.close()
+                umount(tree)
+                raise
+            binds += [sandbox.Bind(self.identity.device_node(path, work), path, device=True)
+                      for path in services.device_paths.values()]
+            binds.append(sandbox.Bind(services.mounts_dir, MOUNTS_DIR, readonly=False, idmapped=True))
         with open(os.path.join(api, "arguments"), "w", encoding="utf-8") as f:
             json.dump(arguments, f)
         env = {}
@@ -296,16 +326,22 @@ class Builder:
             identity=self.identity, staging=self._staging(work),
             binds=binds, env=env, network=stage.info.network, capabilities=stage.info.capabilities,
         )
+        def on_output(line: str) -> None:
+            self._output.append(line)
+            self.monitor.stage_output(line)
+
         try:
-            outcome = sandbox.run(config, json.dumps(arguments).encode(), self.monitor.stage_output)
+            outcome = sandbox.run(config, json.dumps(arguments).encode(), on_output)
             if outcome.returncode == 0 and stage.kind != "assembler":
                 make_device_nodes(tree, nodes_file, stage, self.identity)
         finally:
+            services.close()
             umount(tree)
             if layer_mount is not None:
                 umount(layer_mount)
         if outcome.returncode != 0:
-            failure = StageFailure(pipeline.name, stage.name, stage.id, outcome.returncode, outcome.tail)
+            failure = StageFailure(pipeline.name, stage.name, stage.id, outcome.returncode, outcome.tail,
+                                   "\n".join(self._output))
             self.monitor.stage_failed(pipeline.name, stage.name, stage.id, outcome.returncode, outcome.tail)
             remove_tree(work)
             raise StageFailed(failure)
@@ -326,6 +362,26 @@ class Builder:
         path = os.path.join(work, "binds")
         os.mkdir(path)
         return path
+
+    def _map_inputs(self, stage: Stage, work: str) -> dict[str, Any]:
+        """Make every input of the stage under WORK/inputs (read-only trees and files); their arguments."""
+        directory = os.path.join(work, "inputs")
+        os.mkdir(directory)
+        scratch_dirs = itertools.count()
+
+        def scratch() -> str:
+            path = os.path.join(work, f"input-tree-{next(scratch_dirs)}")
+            os.mkdir(path)
+            return path
+
+        def source_path(checksum: str) -> str:
+            return self.store.source_path(sources.FILES, checksum)
+
+        def mount_tree(object_id: str | None, target: str) -> None:
+            self._mount_readonly(object_id, target, idmapped=True)  # a module sees its input's owners
+
+        return {name: inputs.map_input(item, os.path.join(directory, name), source_path, mount_tree, scratch)
+                for name, item in sorted(stage.inputs.items())}
 
     def _scratch(self, name: str) -> str:
         path = os.path.join(self.workspace.path, "stage-" + name[:16])
@@ -427,14 +483,18 @@ class Builder:
     # -- results ---------------------------------------------------------------------
 
     def export(self, pipeline: Pipeline, output_directory: str) -> str:
-        """Copy a pipeline's result (its tree, or its output files) to OUTPUT/NAME, replacing what was there."""
+        """Copy a pipeline's result (its tree, or its output files) to OUTPUT/NAME, replacing what was there.
+
+        Atomic: OUTPUT/NAME is the old result or the new one, never a mix (see exports.py).
+        """
         destination = os.path.join(output_directory, pipeline.name)
         try:
             os.makedirs(output_directory, exist_ok=True)
         except OSError as e:
             raise UserError(f"output directory {output_directory}: {e.strerror}") from e
-        staging = os.path.join(output_directory, f".{pipeline.name}.tmp-{os.getpid()}")
+        staging = staging_path(output_directory, pipeline.name)
         try:
+            remove_stale_exports(output_directory)
             remove_tree(staging)
             os.mkdir(staging)
         except OSError as e:
@@ -454,9 +514,5 @@ class Builder:
         finally:
             if mounted:
                 umount(mounted)
-        old = destination + f".old-{os.getpid()}"
-        if os.path.lexists(destination):
-            os.rename(destination, old)
-        os.rename(staging, destination)
-        remove_tree(old)
+        replace_atomically(staging, destination)
         return destination

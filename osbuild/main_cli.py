@@ -6,6 +6,7 @@ Exit statuses: 0 success, 1 build failure, 2 invalid manifest or usage, 130 inte
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import os
 import re
@@ -19,7 +20,7 @@ import osbuild
 from osbuild import formats, mounts, sandbox
 from osbuild.build import Builder, BuildResult
 from osbuild.errors import BuildError, UserError
-from osbuild.meta import Index
+from osbuild.meta import Index, Problem
 from osbuild.monitor import MONITORS, Monitor
 from osbuild.objectstore import ObjectStore
 from osbuild.pipeline import Manifest, Pipeline
@@ -77,7 +78,8 @@ def parser() -> ArgumentParser:
     p.add_argument("--monitor-fd", metavar="FD", type=int, default=None, help="file descriptor for progress output")
     p.add_argument("--changes", metavar="STAGE",
                    help="print what a built stage changed (id, PIPELINE/TYPE or PIPELINE/INDEX); builds nothing")
-    p.add_argument("--list-modules", action="store_true", help="list the stages, assemblers, sources and runners")
+    p.add_argument("--list-modules", action="store_true",
+                   help="list the stages, assemblers, sources, runners, inputs, devices and mounts")
     return p
 
 
@@ -111,15 +113,25 @@ def load_manifest(args: argparse.Namespace, index: Index) -> tuple[Any, Manifest
     fmt = formats.detect(description, origin)
     problems = fmt.validate(description, index, build)
     if problems:
-        lines = [f"{origin}: {p}" for p in problems]
-        raise InvalidManifest(lines)
+        raise InvalidManifest(origin, problems)
     return fmt, fmt.load(description, index, build)
 
 
+# osbuild's identifiers of a validation failure, which programs that read its output look for.
+VALIDATION_ERROR_TYPE = "https://osbuild.org/validation-error"
+VALIDATION_ERROR_TITLE = "JSON Schema validation failed"
+
+
 class InvalidManifest(UserError):
-    def __init__(self, lines: list[str]) -> None:
-        super().__init__("\n".join(lines))
-        self.lines = lines
+    def __init__(self, origin: str, problems: list[Problem]) -> None:
+        self.lines = [f"{origin}: {p}" for p in problems]
+        super().__init__("\n".join(self.lines))
+        self.problems = problems
+
+    def as_json(self) -> dict[str, Any]:
+        """osbuild's validation-error document."""
+        return {"type": VALIDATION_ERROR_TYPE, "title": VALIDATION_ERROR_TITLE, "success": False,
+                "errors": [p.as_json() for p in self.problems]}
 
 
 def select(manifest: Manifest, names: Sequence[str], what: str) -> list[Pipeline]:
@@ -133,19 +145,20 @@ def select(manifest: Manifest, names: Sequence[str], what: str) -> list[Pipeline
     return selected
 
 
-def checkpoint_ids(manifest: Manifest, names: Sequence[str]) -> set[str]:
+def checkpoint_ids(manifest: Manifest, patterns: Sequence[str]) -> set[str]:
+    """The stage ids --checkpoint names: shell patterns over pipeline names (all their stages), stage
+    ids and stage types, as osbuild matches them, and id prefixes."""
     ids: set[str] = set()
-    for name in names:
-        if name == "*":
-            ids.update(s.id for _, s in manifest.stages())
-            continue
-        pipeline = manifest.get(name)
-        if pipeline is not None:
-            ids.update(s.id for s in pipeline.stages)
-            continue
-        matches = {s.id for _, s in manifest.stages() if s.id.startswith(name) or s.name == name}
+    for pattern in patterns:
+        matches: set[str] = set()
+        for pipeline in manifest.pipelines:
+            if fnmatch.fnmatchcase(pipeline.name, pattern):
+                matches.update(s.id for s in pipeline.stages)
+        for _, stage in manifest.stages():
+            if fnmatch.fnmatchcase(stage.id, pattern) or fnmatch.fnmatchcase(stage.name, pattern) or stage.id.startswith(pattern):
+                matches.add(stage.id)
         if not matches:
-            raise UserError(f"--checkpoint {name!r}: no pipeline, stage name or id matches")
+            raise UserError(f"--checkpoint {pattern!r}: no pipeline, stage type or id matches")
         ids.update(matches)
     return ids
 
@@ -175,7 +188,7 @@ def find_stage(manifest: Manifest, name: str) -> str:
 
 
 def list_modules(index: Index, out: Any) -> None:
-    for kind in ("stage", "assembler", "source", "runner"):
+    for kind in ("stage", "assembler", "source", "runner", "input", "device", "mount"):
         out.write(f"{kind}s:\n")
         for name in index.names(kind):
             info = index.get(kind, name)
@@ -193,10 +206,18 @@ def result_json(fmt: Any, manifest: Manifest, result: BuildResult) -> dict[str, 
     for stage in result.stages:
         if stage.metadata:
             metadata.setdefault(stage.pipeline, {})[stage.type] = stage.metadata
+    # osbuild's log: what each stage that ran printed, by pipeline.
+    log: dict[str, list[dict[str, Any]]] = {}
+    for stage in result.stages:
+        log.setdefault(stage.pipeline, []).append({"id": stage.id, "type": stage.type, "output": stage.output})
+    if result.failure is not None:
+        failed = result.failure
+        log.setdefault(failed.pipeline, []).append({"id": failed.id, "type": failed.type, "output": failed.log})
     out: dict[str, Any] = {"type": "result", "success": result.success}
     out.update(fmt.result_ids(manifest))
     out["pipelines"] = pipelines
     out["metadata"] = metadata
+    out["log"] = log
     if result.exports:
         out["exports"] = result.exports
     if result.failure is not None:
@@ -247,8 +268,9 @@ def run(args: argparse.Namespace) -> int:
     exports = select(manifest, args.export, "--export")
     if args.export and not args.output_directory:
         raise UserError("--export needs --output-directory")
-    if args.output_directory and not exports:
+    if args.output_directory and not exports and fmt.BUILDS_WITHOUT_EXPORT:
         exports = [manifest.pipelines[-1]]
+    targets = exports or (manifest.pipelines if fmt.BUILDS_WITHOUT_EXPORT else [])
     checkpoints = checkpoint_ids(manifest, args.checkpoint)
     if os.geteuid() != 0:
         # An ordinary user's build runs in a user namespace of its own: start again there,
@@ -262,11 +284,13 @@ def run(args: argparse.Namespace) -> int:
     if args.output_directory:
         check_writable(args.output_directory)
     monitor = monitor_for(args)
+    if not targets:
+        monitor.log("nothing to build: a format-2 manifest builds the pipelines --export names, and what they need")
     mounts.enter_private_mount_namespace()
     try:
         with ObjectStore(args.store, max_size=args.cache_max_size) as store:
             builder = Builder(manifest, store, index.libdir, monitor)
-            result = builder.build(exports or manifest.pipelines, exports, args.output_directory, checkpoints)
+            result = builder.build(targets, exports, args.output_directory, checkpoints)
     except BuildError as e:
         if args.json:
             json.dump({"type": "result", "success": False, "error": {"message": str(e)}}, sys.stdout, indent=2)
@@ -297,6 +321,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return run(args)
     except InvalidManifest as e:
+        if args.json:
+            json.dump(e.as_json(), sys.stdout, indent=2)
+            sys.stdout.write("\n")
         for line in e.lines:
             print(f"error: {line}", file=sys.stderr)
         return EXIT_INVALID

@@ -2,8 +2,14 @@
 
 A module is an executable `DIR/NAME` with a sidecar `DIR/NAME.meta.json`, where
 DIR is `stages`, `assemblers`, `sources` or `runners`. The meta file is the
-module's contract: a summary, a description, the JSON Schema of its options, and
-what it needs from the sandbox (network, capabilities).
+module's contract: a summary, a description, the JSON Schema of its options
+(`schema` for format 1, `schema_2` for format 2), and what it needs from the
+sandbox (network, capabilities).
+
+Format 2's inputs, devices and mounts (`inputs/`, `devices/`, `mounts/`) are
+done by the engine on the host side, never by code from the library directory:
+for them the meta file alone is the module (its `schema` validates the whole
+input, device or mount description of a stage).
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import os
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Union
 
 import jsonschema
 
@@ -25,7 +31,12 @@ KIND_DIRS = {
     "assembler": "assemblers",
     "source": "sources",
     "runner": "runners",
+    "input": "inputs",
+    "device": "devices",
+    "mount": "mounts",
 }
+# Kinds the engine implements itself: a meta file is the whole module.
+HOST_KINDS = ("input", "device", "mount")
 
 # Capabilities a stage may ask for beyond the sandbox's default set.
 GRANTABLE_CAPABILITIES = ("CAP_SYS_ADMIN", "CAP_MKNOD", "CAP_MAC_ADMIN", "CAP_NET_ADMIN", "CAP_SYS_PTRACE")
@@ -54,15 +65,32 @@ META_SCHEMA: dict[str, Any] = {
 }
 
 
+# A place in a JSON document: object keys and array indexes, outermost first.
+JsonPath = tuple[Union[str, int], ...]
+
+
 @dataclass(frozen=True)
 class Problem:
-    """One thing wrong with a manifest: where (a JSON path) and what."""
+    """One thing wrong with a manifest: where (the parts of a JSON path) and what.
 
-    path: str
+    `origin` names a file other than the manifest (`--build-pipeline`) the path is in.
+    """
+
+    path: JsonPath
     message: str
+    origin: str = ""
 
     def __str__(self) -> str:
-        return f"{self.path or '.'}: {self.message}"
+        return f"{self.where}: {self.message}"
+
+    @property
+    def where(self) -> str:
+        """The path as `.stages[1].options.name`; `.` for the document itself."""
+        return self.origin + json_path(self.path) if self.origin or self.path else "."
+
+    def as_json(self) -> dict[str, Any]:
+        """osbuild's shape of one validation error: the message and the path as a list of parts."""
+        return {"message": self.message, "path": list(self.path)}
 
 
 def json_path(parts: Iterable[Any]) -> str:
@@ -118,12 +146,12 @@ def _validator_class(schema: dict[str, Any]) -> Any:
     return jsonschema.validators.extend(cls, {"pattern": _pattern})
 
 
-def schema_problems(instance: Any, schema: dict[str, Any], prefix: str) -> list[Problem]:
+def schema_problems(instance: Any, schema: dict[str, Any], prefix: JsonPath) -> list[Problem]:
     """Validate instance against schema; each error becomes a Problem under prefix."""
     validator = _validator_class(schema)(schema)
     problems = []
     for error in sorted(validator.iter_errors(instance), key=lambda e: list(map(str, e.absolute_path))):
-        problems.append(Problem(prefix + json_path(error.absolute_path), _message(error)))
+        problems.append(Problem(prefix + tuple(error.absolute_path), _message(error)))
     return problems
 
 
@@ -135,7 +163,7 @@ def _message(error: jsonschema.ValidationError) -> str:
     return message if len(message) <= MESSAGE_LIMIT else message[: MESSAGE_LIMIT - 3] + "..."
 
 
-def _check_options_schema(schema: dict[str, Any], meta_path: str) -> None:
+def _check_options_schema(schema: dict[str, Any], meta_path: str, where: str = ".schema") -> None:
     """Refuse a module whose options schema is not a valid JSON Schema, naming where it is wrong."""
     cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft7Validator)
     try:
@@ -144,7 +172,7 @@ def _check_options_schema(schema: dict[str, Any], meta_path: str) -> None:
         for pattern in _patterns(schema):
             re.compile(pattern)
     except jsonschema.SchemaError as e:
-        raise UserError(f"{meta_path}: invalid options schema at .schema{json_path(e.absolute_path)}: {e.message}") from e
+        raise UserError(f"{meta_path}: invalid options schema at {where}{json_path(e.absolute_path)}: {e.message}") from e
     except re.error as e:
         raise UserError(f"{meta_path}: invalid options schema: pattern {e.pattern!r}: {e}") from e
 
@@ -191,8 +219,16 @@ class ModuleInfo:
             return {"type": "object", "additionalProperties": False}
         return dict(schema)
 
-    def validate_options(self, options: Any, path: str) -> list[Problem]:
-        return schema_problems(options, self.schema, path)
+    @property
+    def schema_2(self) -> dict[str, Any]:
+        """The format-2 schemas (`options`, `inputs`, `devices`, `mounts`); options default to `schema`."""
+        schemas = dict(self.meta.get("schema_2", {}))
+        schemas.setdefault("options", self.schema)
+        return schemas
+
+    def validate_options(self, options: Any, path: JsonPath, version: int = 1) -> list[Problem]:
+        schema = self.schema if version == 1 else self.schema_2["options"]
+        return schema_problems(options, schema, path)
 
 
 class Index:
@@ -209,6 +245,8 @@ class Index:
         directory = os.path.join(self.libdir, KIND_DIRS[kind])
         if not os.path.isdir(directory):
             return []
+        if kind in HOST_KINDS:
+            return sorted(name[: -len(".meta.json")] for name in os.listdir(directory) if name.endswith(".meta.json"))
         return sorted(
             name for name in os.listdir(directory)
             if not name.endswith(".meta.json") and os.path.isfile(os.path.join(directory, name))
@@ -225,12 +263,16 @@ class Index:
         if "/" in name or "\0" in name or name.startswith("."):
             return None
         path = os.path.join(self.libdir, KIND_DIRS[kind], name)
-        if not os.path.isfile(path):
-            return None
         meta_path = path + ".meta.json"
         digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            digest.update(f.read())
+        if kind in HOST_KINDS:
+            if not os.path.isfile(meta_path):
+                return None
+        elif not os.path.isfile(path):
+            return None
+        else:
+            with open(path, "rb") as f:
+                digest.update(f.read())
         meta: dict[str, Any] = {}
         if os.path.exists(meta_path):
             with open(meta_path, "rb") as f:
@@ -240,11 +282,13 @@ class Index:
                 meta = json.loads(raw)
             except json.JSONDecodeError as e:
                 raise UserError(f"{meta_path}: invalid JSON: {e}") from e
-            problems = schema_problems(meta, META_SCHEMA, "")
+            problems = schema_problems(meta, META_SCHEMA, ())
             if problems:
                 raise UserError(f"{meta_path}: {problems[0]}")
             if "schema" in meta:
                 _check_options_schema(meta["schema"], meta_path)
+            for key, schema in sorted(meta.get("schema_2", {}).items()):
+                _check_options_schema(schema, meta_path, f".schema_2.{key}")
         elif kind != "runner":
             raise UserError(f"module {name} has no meta file {meta_path}")
         return ModuleInfo(kind=kind, name=name, path=path, meta=meta, digest="sha256:" + digest.hexdigest())

@@ -146,16 +146,17 @@ def readonly_bind(source: str, target: str) -> None:
 
 
 def idmapped_bind(source: str, target: str, userns_fd: int, readonly: bool) -> None:
-    """Bind the directory source on target through the id mapping of a user namespace.
+    """Bind the directory source (with the file systems mounted under it) on target through the id
+    mapping of a user namespace.
 
     A file owned by N on disk shows as the namespace's id N: the sandbox's root
     sees and writes a tree with its real owners, while on the host those owners
     are ids that own nothing.
     """
-    fd = _detached_copy(source, recursive=False)
+    fd = _detached_copy(source, recursive=True)
     try:
         _set_attributes(fd, MOUNT_ATTR_IDMAP | (MOUNT_ATTR_RDONLY if readonly else 0) | MOUNT_ATTR_NODEV,
-                        source, userns_fd=userns_fd)
+                        source, userns_fd=userns_fd, recursive=True)
     except BaseException:
         os.close(fd)
         raise

@@ -112,6 +112,7 @@ class Bind:
     target: str
     readonly: bool = True
     idmapped: bool = False
+    device: bool = False            # a device node the module may open (format 2's devices)
 
 
 def _user_namespace(uid_map: str) -> int:
@@ -299,6 +300,19 @@ class Identity:
             os.chown(source, self.module_root, self.module_root)
             mounts.bind(source, target)
 
+    def device_node(self, device: str, directory: str) -> str:
+        """A node of the host's device in directory that the module's root may open; its path.
+
+        The host's own node belongs to the host's root, whom a module is not: the engine
+        makes a private one, owned by the module's root, for as long as the stage runs.
+        """
+        st = os.stat(device)
+        node = os.path.join(directory, "device-" + os.path.basename(device))
+        os.mknod(node, (st.st_mode & 0o170000) | 0o600, st.st_rdev)
+        owner = ID_BASE if self.mount_ns is not None else self.module_root
+        os.chown(node, owner, owner)
+        return node
+
     def own(self, path: str) -> None:
         """Give a directory the engine made (an empty tree's root) to the module's root."""
         if self.module_root:
@@ -408,7 +422,7 @@ class _Plan:
         """Show a host path in the sandbox, through a mount the engine makes (so its flags are locked)."""
         name = f"b{len(self.binds)}"
         self.binds.append((bind, os.path.join(self.staging, name)))
-        self.argv += ["--bind", "/" + name, bind.target]
+        self.argv += ["--dev-bind" if bind.device else "--bind", "/" + name, bind.target]
 
     def ro(self, source: str, target: str) -> None:
         self.bind(Bind(source, target))
@@ -534,6 +548,8 @@ def _staged_root(staging: str, identity: Identity, binds: Sequence[tuple[Bind, s
                 open(staged, "w").close()
             if bind.idmapped:
                 identity.idmap(bind.source, staged, bind.readonly)
+            elif bind.device:
+                mounts.bind(bind.source, staged)  # keeps the node's own mount, which allows devices
             elif bind.readonly:
                 mounts.readonly_bind(bind.source, staged)
             else:

@@ -20,19 +20,28 @@ from osbuild.monitor import Monitor
 from osbuild.objectstore import ObjectStore, remove_tree
 from osbuild.pipeline import Manifest, Source
 
-# Every file-like source keeps its files in one place, where stages look for them.
+# Every file-like source (org.osbuild.files, org.osbuild.curl, org.osbuild.inline) keeps its files
+# in one place, where stages and org.osbuild.files inputs look for them.
 FILES = "org.osbuild.files"
+CHECKSUM_ALGORITHMS = ("md5", "sha1", "sha256", "sha384", "sha512")
 DOWNLOADS = "/run/osbuild/downloads"
 RS = "\x1e"
 
 
 def verify(path: str, checksum: str) -> bool:
     algorithm, _, expected = checksum.partition(":")
+    if algorithm not in CHECKSUM_ALGORITHMS:
+        return False
     digest = hashlib.new(algorithm)
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest() == expected.lower()
+
+
+def origin(item: dict[str, Any]) -> str:
+    """Where an item comes from, for a person: its URL, or the manifest itself."""
+    return str(item.get("url", "inline data in the manifest"))
 
 
 def missing(source: Source, store: ObjectStore) -> dict[str, dict[str, Any]]:
@@ -82,7 +91,7 @@ def _fetch_source(manifest: Manifest, source: Source, wanted: dict[str, dict[str
     # A file: URL names a host file: the module sees that file, read-only, at its own path,
     # owned by the sandbox's root so that it can read it whatever its mode.
     for item in wanted.values():
-        parts = urllib.parse.urlsplit(item["url"])
+        parts = urllib.parse.urlsplit(item.get("url", ""))
         local = urllib.parse.unquote(parts.path)
         if parts.scheme == "file" and os.path.isfile(local):
             binds.append(sandbox.Bind(local, local, idmapped=True))
@@ -102,7 +111,7 @@ def _fetch_source(manifest: Manifest, source: Source, wanted: dict[str, dict[str
             if not os.path.exists(path):
                 continue
             if not verify(path, checksum):
-                bad.append(f"{checksum} from {wanted[checksum]['url']}: content does not match the checksum")
+                bad.append(f"{checksum} from {origin(wanted[checksum])}: content does not match the checksum")
                 continue
             os.chown(path, 0, 0)  # the fetcher's root is someone else without root: the store owns its files
             os.chmod(path, 0o644)
@@ -115,7 +124,7 @@ def _fetch_source(manifest: Manifest, source: Source, wanted: dict[str, dict[str
         reasons = bad + [line[len("error: could not fetch "):] for line in result.tail
                          if line.startswith("error: could not fetch ")]
         if not reasons:
-            reasons = [f"{c} from {wanted[c]['url']}" for c in failed] + result.tail[-5:]
+            reasons = [f"{c} from {origin(wanted[c])}" for c in failed] + result.tail[-5:]
         raise BuildError(f"could not fetch {len(failed)} source file(s):\n  " + "\n  ".join(reasons))
     return fetched
 

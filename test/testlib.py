@@ -143,6 +143,9 @@ class Library:
         for kind in ("stages", "assemblers"):
             for name in ("org.osbuild.noop", "org.osbuild.noop.meta.json"):
                 shutil.copy2(REPO / kind / name, root / kind / name)
+        # Format 2's inputs, devices and mounts are the engine's own: their meta files are the whole module.
+        for kind in ("inputs", "devices", "mounts"):
+            shutil.copytree(REPO / kind, root / kind)
         self.stage(TEST_STAGE, TEST_STAGE_BODY, schema=TEST_STAGE_SCHEMA)
         self.assembler(TEST_ASSEMBLER, TEST_ASSEMBLER_BODY, schema=TEST_ASSEMBLER_SCHEMA)
 
@@ -157,6 +160,14 @@ class Library:
         contract.update(meta or {})
         (self.root / kind / f"{name}.meta.json").write_text(json.dumps(contract, indent=1), encoding="utf-8")
         return path
+
+    def use_sources(self, *names: str) -> Library:
+        """Put the project's own source modules of these names in this library."""
+        for name in names:
+            for suffix in ("", ".meta.json"):
+                (self.root / "sources" / (name + suffix)).write_bytes((REPO / "sources" / (name + suffix)).read_bytes())
+                (self.root / "sources" / (name + suffix)).chmod(0o755 if not suffix else 0o644)
+        return self
 
     def stage(self, name: str, body: str, schema: dict[str, Any] | None = None, **meta: Any) -> Path:
         return self.module("stages", name, body, schema, meta)
@@ -310,3 +321,55 @@ def assert_one_line_error(proc: subprocess.CompletedProcess[str], status: int, *
     for needle in needles:
         assert needle in lines[0], f"{needle!r} not in {lines[0]!r}"
     return lines[0]
+
+
+def invalid_manifest_lines(lib: Library, manifest: Any, store: Path, *args: str) -> list[str]:
+    """The error lines of an invalid manifest (without `error: <stdin>: `); asserts exit 2, no traceback,
+    nothing on stdout and an untouched store."""
+    proc = lib.run("--store", str(store), *args, manifest=manifest, check=False)
+    assert proc.returncode == 2, f"exit status {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    assert "Traceback" not in proc.stderr
+    assert proc.stdout == ""
+    assert not store.exists(), "an invalid manifest must not open the store"
+    lines = proc.stderr.strip().splitlines()
+    assert all(line.startswith("error: <stdin>: ") for line in lines), lines
+    return [line[len("error: <stdin>: "):] for line in lines]
+
+
+# -- format 2 ------------------------------------------------------------------------------
+
+
+def v2_manifest(*pipelines: dict[str, Any], sources: dict[str, Any] | None = None, **fields: Any) -> dict[str, Any]:
+    """A format-2 manifest of these pipelines (and sources)."""
+    manifest: dict[str, Any] = {"version": "2", "pipelines": list(pipelines), **fields}
+    if sources:
+        manifest["sources"] = sources
+    return manifest
+
+
+def v2_pipeline(name: str, *stages: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    """A format-2 pipeline; `fields` are its other keys (build, runner, source_epoch as source-epoch)."""
+    pipeline: dict[str, Any] = {"name": name, **{key.replace("_", "-"): value for key, value in fields.items()}}
+    pipeline["stages"] = list(stages)
+    return pipeline
+
+
+def v2_stage(stage_type: str = TEST_STAGE, inputs: dict[str, Any] | None = None, **options: Any) -> dict[str, Any]:
+    """A format-2 stage call (the test stage unless named), with options and inputs."""
+    stage: dict[str, Any] = {"type": stage_type, "options": options}
+    if inputs:
+        stage["inputs"] = inputs
+    return stage
+
+
+def tree_input(pipeline: str) -> dict[str, Any]:
+    return {"type": "org.osbuild.tree", "origin": "org.osbuild.pipeline", "references": [f"name:{pipeline}"]}
+
+
+def source_files_input(*checksums: str) -> dict[str, Any]:
+    return {"type": "org.osbuild.files", "origin": "org.osbuild.source", "references": list(checksums)}
+
+
+def pipeline_file_input(pipeline: str, path: str) -> dict[str, Any]:
+    return {"type": "org.osbuild.files", "origin": "org.osbuild.pipeline",
+            "references": {f"name:{pipeline}": {"file": path}}}

@@ -1,4 +1,4 @@
-"""Manifest formats. Each is a module with the same verbs: validate, load, describe.
+"""Manifest formats. Each is a module with the same verbs: validate, load, describe, result_ids.
 
 Adding a format touches one file here and `detect` below.
 """
@@ -10,7 +10,7 @@ from types import ModuleType
 from typing import Any
 
 from osbuild.errors import UserError
-from osbuild.formats import v1
+from osbuild.formats import v1, v2
 
 
 def parse_json(text: str, origin: str) -> Any:
@@ -25,5 +25,8 @@ def detect(description: Any, origin: str) -> ModuleType:
     """The format module for a parsed manifest."""
     if isinstance(description, dict) and "version" in description:
         version = description["version"]
-        raise UserError(f"{origin}: manifest format version {version!r} is not supported yet (this osbuild reads format 1)")
+        if version == v2.VERSION:
+            return v2
+        raise UserError(f"{origin}: manifest format version {version!r} is not supported (this osbuild reads format 1, "
+                        f"and format 2 with \"version\": \"2\")")
     return v1

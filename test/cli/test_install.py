@@ -30,6 +30,9 @@ def test_installed_command_builds_with_its_own_stages(installed: Path, tmp_path:
     assert (out / "tree/etc/hostname").read_text() == "installed\n"
     modules = subprocess.run([str(installed), "--list-modules"], capture_output=True, text=True, check=True).stdout
     assert "org.osbuild.debian.bootstrap" in modules and "org.osbuild.qemu" in modules
+    # Format 2's sources, inputs, devices and mounts are installed with the rest.
+    for name in ("org.osbuild.curl", "org.osbuild.inline", "org.osbuild.tree", "org.osbuild.loopback", "org.osbuild.ext4"):
+        assert name in modules, name
 
 
 def test_installed_command_takes_another_libdir(installed: Path, tmp_path: Path) -> None:

@@ -1,7 +1,9 @@
-"""A build killed mid-stage leaves no partial object and no mount; the next run cleans up and succeeds."""
+"""A build killed mid-stage or mid-export leaves no partial object, export or mount; the next run cleans up and succeeds."""
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 from testlib import (
@@ -16,6 +18,8 @@ from testlib import (
     wait_for_line,
     wait_until_gone,
 )
+
+from osbuild.exports import process_start
 
 
 def manifest(sleep: float) -> dict[str, object]:
@@ -79,3 +83,50 @@ def test_debris_of_a_killed_build_does_not_disturb_a_running_one(lib: Library, t
         live.wait()
     assert sorted(p.name for p in (store / "tmp").iterdir()) == []
     assert len(objects_in(store)) == 3
+
+
+def staging_entries(out: Path) -> list[str]:
+    return sorted(p.name for p in out.iterdir() if p.name.startswith(".")) if out.exists() else []
+
+
+def test_sigkill_during_an_export_leaves_nothing_that_lasts(lib: Library, tmp_path: Path) -> None:
+    """Killed while it copies, an export leaves the previous result whole, and its staging copy goes at the next export."""
+    store, out = tmp_path / "store", tmp_path / "out"
+    first = {"stages": [stage_call(files={"/version": "first"})]}
+    lib.build_tree(first, store, out)
+    big = {"stages": [stage_call(files={"/version": "second"}), stage_call(random={f"/blob-{i}": 32 << 20 for i in range(8)})]}
+    lib.build_json(big, store)  # the tree is in the store: the next run only exports it
+    caught = []
+    for _ in range(5):
+        proc = lib.popen("--store", str(store), "--output-directory", str(out), "--export", "tree", manifest=big)
+        try:
+            deadline = time.monotonic() + 60
+            while not staging_entries(out) and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.001)
+            caught = staging_entries(out)
+        finally:
+            kill_group(proc)
+            proc.wait()
+        if caught and proc.returncode == -9:
+            break
+    assert caught, "the export was never caught while it copied"
+    assert staging_entries(out) == caught, "the killed export left its staging directory"
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["tree"]
+    assert (out / "tree/version").read_text() == "first", "the previous export is whole"
+
+    lib.build_tree(first, store, out)
+    assert staging_entries(out) == [], "the next export removes what the killed one left"
+    assert (out / "tree/version").read_text() == "first"
+    assert sorted(p.name for p in (out / "tree").iterdir()) == ["version"]
+
+
+def test_an_export_keeps_the_staging_directory_of_a_running_export(lib: Library, tmp_path: Path) -> None:
+    """A staging directory whose process lives (this test's) is not debris, whatever its name says."""
+    out = tmp_path / "out"
+    out.mkdir()
+    mine = out / f".tree.tmp-{os.getpid()}-{process_start(os.getpid())}"
+    mine.mkdir()
+    reused = out / f".tree.tmp-{os.getpid()}-1"   # same pid, another start: a process that is gone
+    reused.mkdir()
+    lib.build_tree({"stages": [stage_call(files={"/a": "a"})]}, tmp_path / "store", out)
+    assert staging_entries(out) == [mine.name]

@@ -68,6 +68,8 @@ def test_list_modules_shows_summaries(lib: Library) -> None:
     out = lib.run("--list-modules").stdout
     assert f"test module {TEST_STAGE}" in out
     assert "org.osbuild.noop" in out and "org.osbuild.linux" in out
+    # Format 2's kinds, which the engine makes itself, are listed with the rest.
+    assert "inputs:\n" in out and "org.osbuild.tree" in out and "org.osbuild.loopback" in out and "org.osbuild.ext4" in out
 
 
 def test_libdir_without_stages(tmp_path: Path, lib: Library) -> None:
