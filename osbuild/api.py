@@ -16,6 +16,7 @@ object in the store and reports it in `--json`.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import subprocess
@@ -102,15 +103,13 @@ def tree_path(tree: str, path: str) -> str:
     return joined
 
 
-def resolve_path(tree: str, path: str) -> str:
-    """The host path of `path` with its symlinks followed as the image would follow them.
+def resolve_in(root: str, path: str) -> str:
+    """The host path of `path` inside the tree `root`, its symlinks followed as if root were /.
 
-    Absolute link targets start at the tree's root and ".." stops there, as under
-    chroot, so the result always lies inside the tree. A path whose own ".."
-    climb out of the tree is refused, as by `tree_path`.
+    Absolute link targets start at root and ".." stops there, as under chroot, so the
+    result always lies inside the tree. More than SYMLINK_LIMIT links raise OSError
+    (ELOOP). The engine uses this too, for trees it reads on a module's behalf.
     """
-    root = tree_path(tree, "/")
-    tree_path(tree, path)
     pending = [part for part in path.split("/") if part not in ("", ".")]
     resolved: list[str] = []
     links = 0
@@ -125,12 +124,25 @@ def resolve_path(tree: str, path: str) -> str:
             continue
         links += 1
         if links > SYMLINK_LIMIT:
-            raise StageError(f"{path}: too many levels of symbolic links")
+            raise OSError(errno.ELOOP, f"{path}: too many levels of symbolic links")
         target = os.readlink(candidate)
         if target.startswith("/"):
             resolved = []
         pending = [part for part in target.split("/") if part not in ("", ".")] + pending
     return os.path.join(root, *resolved)
+
+
+def resolve_path(tree: str, path: str) -> str:
+    """The host path of `path` with its symlinks followed as the image would follow them (resolve_in).
+
+    A path whose own ".." climb out of the tree is refused, as by `tree_path`.
+    """
+    root = tree_path(tree, "/")
+    tree_path(tree, path)
+    try:
+        return resolve_in(root, path)
+    except OSError as e:
+        raise StageError(e.strerror) from None
 
 
 def make_parents(target: str, mode: int = 0o755) -> None:

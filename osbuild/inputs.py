@@ -21,13 +21,13 @@ import os
 import stat
 from typing import Any, Callable, Optional
 
+from osbuild.api import resolve_in
 from osbuild.errors import BuildError
 from osbuild.mounts import bind
 from osbuild.pipeline import FILES_INPUT, SOURCE_ORIGIN, TREE_INPUT, Input, Reference
 
 INPUTS_DIR = "/run/osbuild/inputs"
 # How many symlinks a path in a tree may pass through, as the kernel allows.
-MAX_SYMLINKS = 40
 
 # Mounts a tree (by object id, None for an empty one) read-only on a directory.
 MountTree = Callable[[Optional[str], str], None]
@@ -85,24 +85,7 @@ def resolve_in_tree(root: str, path: str) -> str:
     A symlink in the tree (absolute or with ..) never leads out of it: it is resolved
     against the tree's root, not the host's.
     """
-    parts = [p for p in path.split("/") if p not in ("", ".")]
-    resolved: list[str] = []
-    followed = 0
-    while parts:
-        part = parts.pop(0)
-        if part == "..":
-            if resolved:
-                resolved.pop()
-            continue
-        candidate = os.path.join(root, *resolved, part)
-        if os.path.islink(candidate):
-            followed += 1
-            if followed > MAX_SYMLINKS:
-                raise BuildError(f"{path}: too many levels of symbolic links in the tree")
-            link = os.readlink(candidate)
-            if link.startswith("/"):
-                resolved = []
-            parts = [p for p in link.split("/") if p not in ("", ".")] + parts
-            continue
-        resolved.append(part)
-    return os.path.join(root, *resolved)
+    try:
+        return resolve_in(root, path)
+    except OSError as e:
+        raise BuildError(f"{path}: too many levels of symbolic links in the tree") from e

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import osbuild
-from osbuild import mounts
+from osbuild import api, mounts
 from osbuild.errors import UserError
 
 # Entries of the build root's /etc that tools need; everything else stays out.
@@ -384,30 +384,11 @@ def resolve_in_root(root: str, path: str) -> str | None:
     path in that tree, never the host's (its /etc/passwd -> /etc/shadow must not bind the
     host's shadow). None when it does not exist or loops.
     """
-    root = root.rstrip("/")
-    todo = [p for p in path.split("/") if p not in ("", ".")]
-    done: list[str] = []
-    links = 0
-    while todo:
-        part = todo.pop(0)
-        if part == "..":
-            if done:
-                done.pop()
-            continue
-        candidate = root + "/" + "/".join([*done, part])
-        if os.path.islink(candidate):
-            links += 1
-            if links > 40:
-                return None
-            target = os.readlink(candidate)
-            if target.startswith("/"):
-                done = []
-            todo = [p for p in target.split("/") if p not in ("", ".")] + todo
-            continue
-        if not os.path.lexists(candidate):
-            return None
-        done.append(part)
-    return root + "/" + "/".join(done) if done else (root or "/")
+    try:
+        resolved = api.resolve_in(root.rstrip("/") or "/", path)
+    except OSError:
+        return None
+    return resolved if os.path.lexists(resolved) else None
 
 
 class _Plan:
