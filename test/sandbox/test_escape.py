@@ -291,9 +291,47 @@ class Host:
                 os.unlink(target)
 
 
+class Build:
+    """How a test runs the engine: as root, or as an ordinary user (then from copies it can read)."""
+
+    def __init__(self, request: pytest.FixtureRequest, lib: Library, tmp_path: Path) -> None:
+        self.rootless = request.param == "rootless"
+        self.lib = lib
+        if self.rootless:
+            self.user = request.getfixturevalue("rootless_user")
+            self.checkout = request.getfixturevalue("user_checkout")
+            self.dir = request.getfixturevalue("user_dir")
+        else:
+            self.dir = tmp_path
+        self.store = self.dir / "store"
+        self.out = self.dir / "out"
+
+    def run(self, manifest: dict[str, Any], *args: str) -> subprocess.CompletedProcess[str]:
+        if not self.rootless:
+            return self.lib.run("--store", str(self.store), *args, manifest=manifest, check=False)
+        libdir = self.dir / "lib"
+        if libdir.exists():
+            shutil.rmtree(libdir)
+        return run_as_user(self.user, self.checkout, "--store", str(self.store), *args, manifest=manifest,
+                           libdir=readable_copy(self.lib.root, self.dir))
+
+
+@pytest.fixture(params=["root", "rootless"])
+def build(request: pytest.FixtureRequest, lib: Library, tmp_path: Path) -> Build:
+    return Build(request, lib, tmp_path)
+
+
 @pytest.fixture
-def host(lib: Library, tmp_path: Path) -> Iterator[Host]:
-    h = Host(lib, tmp_path)
+def host(lib: Library, tmp_path: Path, build: Build) -> Iterator[Host]:
+    h = Host(lib, tmp_path, store=build.store)
+    if build.rootless:
+        # The user's own file: out of a module's reach as much as the host's.
+        precious = build.dir / "precious"
+        precious.write_text("the user's own file\n")
+        os.chown(precious, os.stat(build.dir).st_uid, os.stat(build.dir).st_gid)
+        h.targets += [str(build.dir / h.marker)]
+        h.watched.append(precious)
+        h.before[str(precious)] = sha256(precious)
     try:
         yield h
     finally:
@@ -336,32 +374,30 @@ def hostile_meta() -> dict[str, Any]:
     return {"capabilities": list(GRANTABLE_CAPABILITIES)}
 
 
-def test_hostile_stage(lib: Library, host: Host, listener: tuple[int, list[str]], tmp_path: Path) -> None:
+def test_hostile_stage(lib: Library, host: Host, build: Build, listener: tuple[int, list[str]]) -> None:
     lib.stage("org.osbuild.test.hostile", HOSTILE, schema=OPTIONS_SCHEMA, **hostile_meta())
     port, connected = listener
     manifest = {"pipeline": {"stages": [{"name": "org.osbuild.test.hostile", "options": host.options(port)}]},
                 "sources": host.sources()}
-    proc = lib.run("--store", str(host.store), "--output-directory", str(tmp_path / "out"), "--export", "tree",
-                   manifest=manifest, check=False)
+    proc = build.run(manifest, "--output-directory", str(build.out), "--export", "tree")
     assert proc.returncode == 0, proc.stderr
     host.assert_untouched(connected)
-    assert_refused(json.loads((tmp_path / "out" / "tree" / "report.json").read_text()), host)
+    assert_refused(json.loads((build.out / "tree" / "report.json").read_text()), host)
 
 
-def test_hostile_assembler(lib: Library, host: Host, listener: tuple[int, list[str]], tmp_path: Path) -> None:
+def test_hostile_assembler(lib: Library, host: Host, build: Build, listener: tuple[int, list[str]]) -> None:
     lib.assembler("org.osbuild.test.hostile", HOSTILE, schema=OPTIONS_SCHEMA, **hostile_meta())
     port, connected = listener
     manifest = {"pipeline": {"stages": [{"name": TEST_STAGE, "options": {"files": {"/a": "a"}}}],
                              "assembler": {"name": "org.osbuild.test.hostile", "options": host.options(port)}},
                 "sources": host.sources()}
-    proc = lib.run("--store", str(host.store), "--output-directory", str(tmp_path / "out"), "--export", "assembler",
-                   manifest=manifest, check=False)
+    proc = build.run(manifest, "--output-directory", str(build.out), "--export", "assembler")
     assert proc.returncode == 0, proc.stderr
     host.assert_untouched(connected)
-    assert_refused(json.loads((tmp_path / "out" / "assembler" / "report.json").read_text()), host)
+    assert_refused(json.loads((build.out / "assembler" / "report.json").read_text()), host)
 
 
-def test_hostile_source(lib: Library, host: Host, listener: tuple[int, list[str]]) -> None:
+def test_hostile_source(lib: Library, host: Host, build: Build, listener: tuple[int, list[str]]) -> None:
     lib.module("sources", "org.osbuild.test.hostile-source", HOSTILE_SOURCE, OPTIONS_SCHEMA,
                dict(hostile_meta(), network=True))
     port, connected = listener
@@ -369,44 +405,16 @@ def test_hostile_source(lib: Library, host: Host, listener: tuple[int, list[str]
     checksum = "sha256:" + hashlib.sha256(payload.encode()).hexdigest()
     manifest = {"pipeline": {"stages": [{"name": TEST_STAGE, "options": {"files": {"/a": "a"}}}]},
                 "sources": {"org.osbuild.test.hostile-source": {"urls": {checksum: f"hostile:{payload}"}}}}
-    proc = lib.run("--store", str(host.store), manifest=manifest, check=False)
+    proc = build.run(manifest)
     assert proc.returncode == 0, proc.stderr
     # A fetcher has the network, as its meta asks; everything else stays out of its reach.
     host.assert_untouched(connected, network_allowed=True)
     assert_refused(report_in(proc.stdout + proc.stderr), host)
 
 
-def test_a_device_node_behind_a_symlink_is_refused(lib: Library, host: Host) -> None:
+def test_a_device_node_behind_a_symlink_is_refused(lib: Library, host: Host, build: Build) -> None:
     lib.stage("org.osbuild.test.symlink-node", SYMLINK_NODE, schema={"type": "object"})
-    manifest = {"stages": [{"name": "org.osbuild.test.symlink-node", "options": {"name": host.marker}}]}
-    proc = lib.run("--store", str(host.store), manifest=manifest, check=False)
+    proc = build.run({"stages": [{"name": "org.osbuild.test.symlink-node", "options": {"name": host.marker}}]})
     assert proc.returncode == 1
     assert "device node" in proc.stderr and "Traceback" not in proc.stderr
     assert not os.path.lexists(f"/etc/{host.marker}"), "the engine followed the tree's symlink onto the host"
-
-
-def test_hostile_stage_without_root(lib: Library, listener: tuple[int, list[str]], tmp_path: Path, rootless_user: str,
-                                    user_checkout: Path, user_dir: Path) -> None:
-    """The same attack in an ordinary user's build: the host, and the user's own files, stay out of reach."""
-    lib.stage("org.osbuild.test.hostile", HOSTILE, schema=OPTIONS_SCHEMA, **hostile_meta())
-    host = Host(lib, tmp_path, store=user_dir / "store")
-    precious = user_dir / "precious"
-    precious.write_text("the user's own file\n")
-    os.chown(precious, os.stat(user_dir).st_uid, os.stat(user_dir).st_gid)
-    host.targets.append(str(user_dir / host.marker))
-    host.watched.append(precious)
-    host.before[str(precious)] = sha256(precious)
-    try:
-        port, connected = listener
-        options = dict(host.options(port), targets=[*host.targets, str(precious)])
-        manifest = {"pipeline": {"stages": [{"name": "org.osbuild.test.hostile", "options": options}]},
-                    "sources": host.sources()}
-        libdir = readable_copy(lib.root, user_dir)
-        proc = run_as_user(rootless_user, user_checkout, "--store", str(user_dir / "store"),
-                           "--output-directory", str(user_dir / "out"), "--export", "tree", manifest=manifest,
-                           libdir=libdir)
-        assert proc.returncode == 0, proc.stderr
-        host.assert_untouched(connected)
-        assert_refused(json.loads((user_dir / "out" / "tree" / "report.json").read_text()), host)
-    finally:
-        host.close()

@@ -15,7 +15,9 @@ import secrets
 import subprocess
 from pathlib import Path
 
+import pytest
 from conftest import REPO, run_osbuild
+from rootless import rootless_user, run_as_user, user_checkout, user_dir  # noqa: F401 (fixtures)
 
 POSTINST = r'''#!/bin/sh
 # Hostile on purpose: a test of the sandbox. Always succeeds, so the host check decides.
@@ -60,21 +62,31 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_a_hostile_maintainer_script_stays_in_its_sandbox(debian_base, tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["root", "rootless"])
+def test_a_hostile_maintainer_script_stays_in_its_sandbox(debian_base, tmp_path: Path, mode: str,
+                                                           request: pytest.FixtureRequest) -> None:
     marker = f"osbuild-escape-{secrets.token_hex(6)}"
-    deb = build_deb(tmp_path, marker)
+    work = request.getfixturevalue("user_dir") if mode == "rootless" else tmp_path
+    deb = build_deb(work, marker)
+    subprocess.run(["chmod", "-R", "a+rX", str(work)], check=True)
     checksum = "sha256:" + sha256(deb)
     stage = {"name": "org.osbuild.apt", "options": {"debs": [
         {"name": "osbuild-hostile", "version": "1.0", "arch": "all", "checksum": checksum}]}}
     sources = {"org.osbuild.files": {"urls": {checksum: f"file://{deb}"}}}
-    store = tmp_path / "store"
+    store = work / "store"
     watched = [Path("/usr/bin/true"), Path("/etc/passwd"), REPO / "osbuild" / "api.py"]
     before = {str(p): sha256(p) for p in watched}
-    run_osbuild("--store", str(store), "--output-directory", str(tmp_path / "out"), "--export", "tree",
-                manifest=debian_base.manifest([stage], sources=sources))
-    report = (tmp_path / "out" / "tree" / "var/lib/osbuild-hostile/report").read_text()
+    manifest = debian_base.manifest([stage], sources=sources)
+    args = ("--store", str(store), "--output-directory", str(work / "out"), "--export", "tree")
+    if mode == "rootless":
+        proc = run_as_user(request.getfixturevalue("rootless_user"), request.getfixturevalue("user_checkout"), *args,
+                           manifest=manifest)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    else:
+        run_osbuild(*args, manifest=manifest)
+    report = (work / "out" / "tree" / "var/lib/osbuild-hostile/report").read_text()
     # In the chroot, /usr is the tree's own: the script ran as the tree's root.
-    assert f"ok touch /usr/{marker}" in report and (tmp_path / "out" / "tree" / "usr" / marker).exists()
+    assert f"ok touch /usr/{marker}" in report and (work / "out" / "tree" / "usr" / marker).exists()
     assert "refused mount -t devtmpfs" in report, report
     assert "escape done" in report, report
     assert f"refused mknod /tmp/{marker}-disk" in report, report
