@@ -16,6 +16,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -252,7 +253,7 @@ class Host:
         self.before = {str(p): sha256(p) for p in self.watched}
         self.sysctls = {p: Path(p).read_text() for p in ("/proc/sys/kernel/core_pattern", "/proc/sys/kernel/hostname")}
         self.hostname = socket.gethostname()
-        self.victim = subprocess.Popen(["sh", "-c", f"sleep 600; : {self.marker}-victim"])
+        self.victim = subprocess.Popen(["sh", "-c", f"sleep 600; : {self.marker}-victim"], start_new_session=True)
         shutil.copy2(REPO / "sources" / "org.osbuild.files", lib.root / "sources")
         shutil.copy2(REPO / "sources" / "org.osbuild.files.meta.json", lib.root / "sources")
 
@@ -283,7 +284,7 @@ class Host:
             assert connected == [], "a hostile module without network reached a host server"
 
     def close(self) -> None:
-        self.victim.kill()
+        os.killpg(self.victim.pid, signal.SIGKILL)  # the shell and its sleep
         self.victim.wait()
         self.secret.unlink()
         for target in self.targets:
