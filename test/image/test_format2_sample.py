@@ -42,7 +42,7 @@ def test_the_lock_is_format_1s_lock_in_format_2s_words(locked_v2: dict[str, Any]
     assert all(isinstance(url, str) and url.endswith(".deb") for url in items.values())
     assert debs(locked_v2["pipelines"][0]["stages"]) == debs(locked_sample["pipeline"]["stages"])
     assert set(items) == set(locked_sample["sources"]["org.osbuild.files"]["urls"])
-    proc = run_osbuild("--inspect", "-", manifest=locked_v2)
+    proc = run_osbuild("--inspect", manifest=locked_v2)
     ids = json.loads(proc.stdout)
     assert [p["name"] for p in ids["pipelines"]] == ["os", "image"]
 
