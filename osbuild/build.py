@@ -351,7 +351,7 @@ class Builder:
         if pipeline.source_epoch is not None:
             clamp_times(result_dir, pipeline.source_epoch)
         lowers = self.store.layers(base) if base and stage.kind != "assembler" else [self._empty_dir()]
-        change_list = treediff.layer_diff(result_dir, lowers)
+        change_list = treediff.layer_diff(result_dir, lowers, id_shift=self.identity.module_root)
         self.store.commit(result_dir, stage.id, kind=OUTPUT if stage.kind == "assembler" else LAYER,
                           parent=base, type=stage.name, metadata=metadata,
                           changes=treediff.summary(change_list), change_list=change_list)

@@ -176,7 +176,7 @@ def is_opaque(path: str) -> bool:
     return False
 
 
-def light_entry(path: str, st: os.stat_result) -> dict[str, Any]:
+def _light_entry(path: str, st: os.stat_result) -> dict[str, Any]:
     """An entry without content hashes: type, mode, owner, size or target, xattrs."""
     kind = file_type(st.st_mode)
     entry: dict[str, Any] = {"type": kind, "mode": f"{stat.S_IMODE(st.st_mode):04o}", "uid": st.st_uid, "gid": st.st_gid}
@@ -258,13 +258,22 @@ def same_content(a: str, b: str) -> bool:
                 return True
 
 
-def layer_diff(upper: str, lowers: list[str]) -> dict[str, Any]:
+def layer_diff(upper: str, lowers: list[str], id_shift: int = 0) -> dict[str, Any]:
     """What an overlay upper dir changed over its lower layers, in the shape of diff() (no hashes).
 
     Only the upper dir and the lower paths it touches are read, so the cost grows
-    with what the stage changed, not with the size of the tree.
+    with what the stage changed, not with the size of the tree. Owners are given as
+    the tree has them inside: id_shift is what the reader's ids add to those (1 in a
+    build without root, whose modules' root is the engine's id 1).
     """
     view = LowerView(lowers)
+
+    def light_entry(path: str, st: os.stat_result) -> dict[str, Any]:
+        entry = _light_entry(path, st)
+        entry["uid"] -= id_shift
+        entry["gid"] -= id_shift
+        return entry
+
     result: dict[str, Any] = {"added": {}, "removed": {}, "changed": {}}
 
     def removed_below(rel: str) -> None:

@@ -45,6 +45,11 @@ def test_a_rootless_build_gives_the_root_builds_bytes(rootless_user: str, user_c
     # On disk, the tree's files are the user's subordinate ids: 0 inside is the first of them.
     layers = [p for p in (user_dir / "store" / "objects").glob("*/tree/srv/data")]
     assert layers and os.stat(layers[0]).st_uid == 420000 + 123
+    # The change records give the owners the tree has inside.
+    changes = run_as_user(rootless_user, user_checkout, "--store", str(user_dir / "store"), "--changes", "tree/3",
+                          manifest=SMALL)
+    assert changes.returncode == 0, changes.stderr
+    assert json.loads(changes.stdout)["changed"]["/srv/data"] == {"uid": [0, 123], "gid": [0, 456]}
 
 
 NODE_STAGE = """#!/usr/bin/python3
