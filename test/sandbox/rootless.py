@@ -31,6 +31,9 @@ def rootless_user() -> str:
         pwd.getpwnam(USER)
     except KeyError:
         subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", USER], check=True)
+    for path in ("/etc/subuid", "/etc/subgid"):
+        if not os.path.exists(path):  # a machine where no user has subordinate ids yet
+            Path(path).touch(mode=0o644)
     with open("/etc/subuid", encoding="utf-8") as f:
         known = f.read()
     if not any(line.split(":")[0] == USER for line in known.splitlines()):
