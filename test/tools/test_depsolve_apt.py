@@ -136,7 +136,8 @@ def error_line(proc: subprocess.CompletedProcess[str]) -> str:
     ({"pipeline": {"stages": [dict(bootstrap(), options={**bootstrap()["options"], "include": "systemd"})]}}, 2,
      "stage 0 (org.osbuild.debian.bootstrap): include must be a list of strings"),
     ({"pipeline": {"stages": "org.osbuild.debian.bootstrap"}}, 2, "not a format-1 manifest"),
-    ([bootstrap()], 2, "not a format-1 manifest (a JSON object)"),
+    ([bootstrap()], 2, "not a manifest (a JSON object)"),
+    ({"version": "2", "pipelines": {"os": []}}, 2, "not a format-2 manifest"),
     ({"pipeline": {"stages": [bootstrap(include=["no-such-package-osbuild"])]}}, 1,
      "Unable to locate package no-such-package-osbuild"),
 ])
