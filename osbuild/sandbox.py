@@ -148,19 +148,26 @@ def _user_namespace(uid_map: str) -> int:
         os.waitpid(pid, 0)
 
 
-def _subordinate_overlap(path: str, base: int, count: int) -> str | None:
-    """The first line of /etc/subuid or /etc/subgid whose range meets [base, base+count)."""
+def _subordinate_lines(path: str) -> list[tuple[str, int, int, str]]:
+    """The entries of /etc/subuid or /etc/subgid: (user, first id, count, the line); none if unreadable."""
     try:
         with open(path, encoding="utf-8") as f:
             lines = f.read().splitlines()
     except OSError:
-        return None
+        return []
+    entries = []
     for line in lines:
         fields = line.split(":")
         if len(fields) == 3 and fields[1].isdigit() and fields[2].isdigit():
-            start, length = int(fields[1]), int(fields[2])
-            if start < base + count and base < start + length:
-                return line
+            entries.append((fields[0], int(fields[1]), int(fields[2]), line))
+    return entries
+
+
+def _subordinate_overlap(path: str, base: int, count: int) -> str | None:
+    """The first line of /etc/subuid or /etc/subgid whose range meets [base, base+count)."""
+    for _, start, length, line in _subordinate_lines(path):
+        if start < base + count and base < start + length:
+            return line
     return None
 
 
@@ -174,16 +181,9 @@ def rootless() -> bool:
 
 def _subordinate_range(path: str, user: str, uid: int) -> tuple[int, int] | None:
     """The first range of at least ID_COUNT ids that /etc/subuid or /etc/subgid gives the user."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().splitlines()
-    except OSError:
-        return None
-    for line in lines:
-        fields = line.split(":")
-        if len(fields) == 3 and fields[0] in (user, str(uid)) and fields[1].isdigit() and fields[2].isdigit():
-            if int(fields[2]) >= ID_COUNT:
-                return int(fields[1]), int(fields[2])
+    for name, start, length, _ in _subordinate_lines(path):
+        if name in (user, str(uid)) and length >= ID_COUNT:
+            return start, length
     return None
 
 

@@ -8,6 +8,8 @@ programs run by the real engine under bubblewrap; nothing is faked.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 import shutil
@@ -360,6 +362,13 @@ def v2_stage(stage_type: str = TEST_STAGE, inputs: dict[str, Any] | None = None,
     if inputs:
         stage["inputs"] = inputs
     return stage
+
+
+def inline_source(data: bytes) -> tuple[str, dict[str, Any]]:
+    """The checksum of data, and format 2's sources carrying it inline."""
+    checksum = "sha256:" + hashlib.sha256(data).hexdigest()
+    return checksum, {"org.osbuild.inline": {"items": {checksum: {"encoding": "base64",
+                                                                   "data": base64.b64encode(data).decode()}}}}
 
 
 def tree_input(pipeline: str) -> dict[str, Any]:

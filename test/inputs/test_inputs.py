@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 import pytest
 from testlib import (
     Library,
+    inline_source,
     objects_in,
     pipeline_file_input,
     source_files_input,
@@ -21,8 +21,7 @@ from testlib import (
 )
 
 DATA = b"a file from the manifest itself\n"
-CHECKSUM = "sha256:" + hashlib.sha256(DATA).hexdigest()
-INLINE = {"org.osbuild.inline": {"items": {CHECKSUM: {"encoding": "base64", "data": base64.b64encode(DATA).decode()}}}}
+CHECKSUM, INLINE = inline_source(DATA)
 READER = "org.osbuild.test.inputs"
 # Copies every input into the tree under /got/NAME, records its arguments, and tries to write into each input.
 READER_BODY = '''

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import base64
 import copy
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -14,6 +12,7 @@ from conftest import REPO
 from testlib import (
     TEST_STAGE,
     Library,
+    inline_source,
     invalid_manifest_lines,
     pipeline_file_input,
     source_files_input,
@@ -27,8 +26,7 @@ from osbuild.formats import v2
 from osbuild.meta import Index
 
 DATA = b"a file the manifest carries\n"
-CHECKSUM = "sha256:" + hashlib.sha256(DATA).hexdigest()
-INLINE = {"org.osbuild.inline": {"items": {CHECKSUM: {"encoding": "base64", "data": base64.b64encode(DATA).decode()}}}}
+CHECKSUM, INLINE = inline_source(DATA)
 V2_STAGE = "org.osbuild.test.v2"
 
 
