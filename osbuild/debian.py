@@ -10,7 +10,7 @@ import shutil
 import subprocess
 from typing import Any
 
-from osbuild.api import StageError, source_path
+from osbuild.api import StageError, arguments, source_path, tree_path
 
 SOURCES_LIST_HEADER = "# Written by osbuild from the manifest's apt_sources.\n"
 
@@ -26,18 +26,49 @@ def is_debian(tree: str) -> bool:
     return os.path.exists(os.path.join(tree, "etc/debian_version"))
 
 
-def copy_debs(debs: list[dict[str, Any]], directory: str) -> list[str]:
-    """Copy the locked packages from the manifest's sources into directory, under apt's file names.
+PACKAGES_INPUT = "packages"
+# The metadata keys of a format-2 packages reference (osbuild's `KIND.FIELD` naming).
+METADATA_KEYS = {"name": "deb.name", "version": "deb.version", "arch": "deb.arch"}
 
-    Returns the file names, in the order of `debs`. A package whose checksum the
+
+def locked_debs(options: dict[str, Any], args: dict[str, Any] | None = None) -> list[tuple[dict[str, Any], str]]:
+    """The stage's locked packages, each with the path of its file.
+
+    Format 1 lists them in the `debs` option (files by checksum among the sources);
+    format 2 gives them as the `packages` files input, each reference's metadata
+    naming its package (`deb.name`, `deb.version`, `deb.arch`), in the order of its references.
+    """
+    if "debs" in options:
+        found = []
+        for deb in options["debs"]:
+            try:
+                found.append((deb, source_path(deb["checksum"])))
+            except StageError as e:
+                raise StageError(f"package {deb['name']} {deb['version']}: {e}") from e
+        return found
+    args = arguments() if args is None else args
+    entry = args.get("inputs", {}).get(PACKAGES_INPUT)
+    if entry is None:
+        raise StageError(f"no packages: give the `debs` option (format 1) or the `{PACKAGES_INPUT}` input (format 2)")
+    found = []
+    for checksum, metadata in entry.get("data", {}).get("files", {}).items():
+        missing = [key for key in METADATA_KEYS.values() if not isinstance(metadata.get(key), str)]
+        if missing:
+            raise StageError(f"input {PACKAGES_INPUT}: {checksum}: its metadata lacks {', '.join(missing)}")
+        deb = {field: metadata[key] for field, key in METADATA_KEYS.items()}
+        deb["checksum"] = checksum
+        found.append((deb, tree_path(entry["path"], checksum)))
+    return found
+
+
+def copy_debs(options: dict[str, Any], directory: str) -> list[str]:
+    """Copy the stage's locked packages (see locked_debs) into directory, under apt's file names.
+
+    Returns the file names, in the order of the packages. A package whose file the
     stage cannot see fails the stage with a line that names the package.
     """
     names = []
-    for deb in debs:
-        try:
-            source = source_path(deb["checksum"])
-        except StageError as e:
-            raise StageError(f"package {deb['name']} {deb['version']}: {e}") from e
+    for deb, source in locked_debs(options):
         name = deb_filename(deb)
         shutil.copyfile(source, os.path.join(directory, name))
         names.append(name)

@@ -102,6 +102,28 @@ def test_apt_stage_locks_only_what_the_bootstrap_lacks(tmp_path):
     assert all(deb["checksum"] in urls for stage in (base, hello, jq) for deb in stage["options"]["debs"])
 
 
+def test_format_2_locks_into_packages_inputs_of_curl_sources(tmp_path):
+    def v2(stage: dict[str, Any]) -> dict[str, Any]:
+        return {"type": stage["name"], "options": stage["options"]}
+    result = locked({"version": "2", "pipelines": [{"name": "os", "stages": [v2(bootstrap()), v2(apt("jq"))]}]}, tmp_path)
+    base, jq = result["pipelines"][0]["stages"]
+    items = result["sources"]["org.osbuild.curl"]["items"]
+    for stage in (base, jq):
+        assert "debs" not in stage["options"]
+        packages = stage["inputs"]["packages"]
+        assert (packages["type"], packages["origin"]) == ("org.osbuild.files", "org.osbuild.source")
+        for ref in packages["references"]:
+            meta = ref["options"]["metadata"]
+            assert sorted(meta) == ["deb.arch", "deb.name", "deb.version"]
+            assert items[ref["id"]].endswith(f"/{meta['deb.name']}_{meta['deb.version'].split(':')[-1]}_{meta['deb.arch']}.deb")
+    assert {ref["options"]["metadata"]["deb.name"] for ref in jq["inputs"]["packages"]["references"]} == {
+        "jq", "libjq1", "libonig5"}
+    # The locked manifest is valid format 2 as it stands.
+    proc = subprocess.run([sys.executable, "-m", "osbuild", "--libdir", str(REPO), "--inspect", str(tmp_path / "out.json")],
+                          capture_output=True, text=True, check=False, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+
+
 def test_locking_again_refreshes_the_lock_and_keeps_other_sources(tmp_path):
     first = locked({"pipeline": {"stages": [bootstrap(variant="essential"), apt("hello")]}}, tmp_path)
     other = {"url": "https://example.com/file.txt"}
