@@ -90,6 +90,12 @@ def enter_private_mount_namespace() -> None:
     if _libc.unshare(CLONE_NEWNS) != 0:
         _raise("unshare mount namespace for", "engine")
     if _libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None) != 0:
+        if ctypes.get_errno() == errno.EINVAL:
+            # A chroot into a plain directory: the mount that holds / is above the root, out of reach,
+            # and without making it private every mount of the engine would show on the host.
+            raise MountError(errno.EINVAL, "the engine's / is not a mount point (a chroot into a plain directory?): "
+                                           "bind-mount the root's directory on itself before entering it, as "
+                                           "systemd-nspawn and container runtimes do")
         _raise("make private", "/")
     _in_private_namespace = True
 

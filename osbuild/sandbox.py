@@ -23,6 +23,7 @@ entries below, which tools need to run at all.
 from __future__ import annotations
 
 import ctypes
+import errno
 import functools
 import hashlib
 import os
@@ -124,7 +125,7 @@ def _user_namespace(uid_map: str) -> int:
         try:
             os.close(ready_r)
             os.close(done_w)
-            status = 0 if _libc.unshare(CLONE_NEWUSER) == 0 else 1
+            status = 0 if _libc.unshare(CLONE_NEWUSER) == 0 else ctypes.get_errno() or errno.EPERM
             os.write(ready_w, b"%d" % status)
             os.read(done_r, 1)
         finally:
@@ -132,9 +133,14 @@ def _user_namespace(uid_map: str) -> int:
     os.close(ready_w)
     os.close(done_r)
     try:
-        if os.read(ready_r, 1) != b"0":
+        status = int(os.read(ready_r, 8) or b"1")
+        if status == errno.EPERM:
+            raise UserError("cannot create a user namespace for the sandbox: the kernel refuses it to this process "
+                            "(a chroot may not make one: enter the root with pivot_root, as systemd-nspawn and "
+                            "container runtimes do; or a security policy forbids user namespaces)")
+        if status:
             raise UserError("cannot create a user namespace for the sandbox: user namespaces are disabled on this host "
-                            "(sysctl user.max_user_namespaces)")
+                            f"(sysctl user.max_user_namespaces): {os.strerror(status)}")
         with open(f"/proc/{pid}/uid_map", "w", encoding="ascii") as f:
             f.write(uid_map)
         with open(f"/proc/{pid}/setgroups", "w", encoding="ascii") as f:
