@@ -459,37 +459,47 @@ def _fat_fill(tree: Optional[str], entries: list[tuple[str, os.stat_result]], im
 # -- xfs -------------------------------------------------------------------------------
 
 
-def make_xfs(tree: str, image: str, *, size: int, uuid: str, label: Optional[str] = None, offset: int = 0,
-             source_epoch: Optional[int] = None) -> None:
+def make_xfs(tree: Optional[str], image: str, *, size: int, uuid: str, label: Optional[str] = None, offset: int = 0,
+             source_epoch: Optional[int] = None, whole: Optional[bool] = None, agcount: Optional[int] = None) -> None:
     """Make an xfs filesystem of `size` bytes holding the tree, in `image` at byte `offset`.
 
     The same contract as make_ext4 for the image file; see the module
     docstring for what xfs cannot keep (extended attributes, hard links).
+    Without a tree the filesystem is empty (its root 0755, dated the epoch).
     """
     fs_uuid = _checked_uuid(uuid)
     _check_geometry(tree, size, offset)
     _check_label(label, XFS_LABEL_MAX, "xfs")
-    entries = _walk(tree)
+    device = os.path.exists(image) and stat.S_ISBLK(os.stat(image).st_mode)
+    in_place = (device and offset == 0) or (not device and (offset == 0 if whole is None else whole))
     with tempfile.TemporaryDirectory(prefix="osbuild-xfs-") as scratch:
+        if tree is None:
+            tree = os.path.join(scratch, "empty")
+            os.mkdir(tree, 0o755)
+            os.utime(tree, (source_epoch or 0, source_epoch or 0))
+        entries = _walk(tree)
         protofile = os.path.join(scratch, "protofile")
         with open(protofile, "wb") as f:
             f.write(_protofile(tree, entries).encode("utf-8", "surrogateescape"))
-        if offset:
-            target = image + ".xfs-tmp"
-        else:
+        if in_place:
             target = image
+        else:
+            fd, target = tempfile.mkstemp(prefix=".osbuild-xfs-", dir=_scratch_dir(image))
+            os.close(fd)
         _prepare_image(target, size, 0)
         try:
             argv = ["mkfs.xfs", "-f", "-m", f"uuid={fs_uuid}"]
             if label is not None:
                 argv += ["-L", label]
+            if agcount is not None:
+                argv += ["-d", f"agcount={agcount}"]
             print(_run([*argv, "-p", protofile, target]), end="", flush=True)
             _xfs_fix_inodes(tree, entries, target, source_epoch)
-            if offset:
-                _prepare_image(image, size, offset)
+            if not in_place:
+                _prepare_image(image, size, offset, whole=False)
                 _splice(target, image, offset)
         finally:
-            if offset and os.path.exists(target):
+            if not in_place and os.path.exists(target):
                 os.unlink(target)
 
 

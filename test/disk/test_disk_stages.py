@@ -229,3 +229,45 @@ def test_the_sample_disk_pipeline_uses_these_stages_in_this_order() -> None:
     assert names["image"] == ["org.osbuild.truncate", "org.osbuild.sfdisk", "org.osbuild.grub2.inst",
                               "org.osbuild.mkfs.fat", "org.osbuild.mkfs.ext4"]
     assert names["qcow2"] == ["org.osbuild.qemu"]
+
+
+def test_sgdisk_writes_the_gpt_table_with_the_manifests_ids(shared_store: Path, tmp_path: Path) -> None:
+    sgdisk = v2_stage("org.osbuild.sgdisk", filename=DISK, uuid=TABLE_ID, quote_partition_name=False, partitions=[
+        {"start": BIOS[0], "size": BIOS[1], "type": "ef02", "name": "BIOS boot", "bootable": True},
+        {"start": ESP[0], "size": ESP[1], "type": ESP_GUID, "name": "EFI System Partition", "attrs": [0]},
+        {"start": ROOT[0], "type": LINUX_GUID, "name": "root", "uuid": "6264d520-3fb9-423f-8ab8-7a0a8e3d3562"}])
+    disk = build(v2_manifest(image(TRUNCATE, sgdisk)), shared_store, tmp_path) / DISK
+    table = dt.partition_table(disk)
+    assert (table["label"], table["id"]) == ("gpt", TABLE_ID.upper())
+    assert [(p["start"], p["size"], p["type"], p["name"], p.get("attrs")) for p in table["partitions"]] == [
+        (2048, 2048, BIOS_GUID, "BIOS boot", "LegacyBIOSBootable"),
+        (4096, 32768, ESP_GUID, "EFI System Partition", "RequiredPartition"),
+        (36864, 131072 - 33 - 36864, LINUX_GUID, "root", None)]  # to the last usable sector
+    assert [p["uuid"] for p in table["partitions"]] == [
+        "CBA913EA-743B-506C-BE8F-3F1F24C6C605", "25D0FE8B-5563-5A60-B0F8-A7B20D1E1773",
+        "6264D520-3FB9-423F-8AB8-7A0A8E3D3562"], "derived as sfdisk derives them, or given"
+    assert dt.table_problems(disk) == ""
+
+
+def test_sgdisk_quotes_names_by_default_as_osbuild_does(shared_store: Path, tmp_path: Path) -> None:
+    sgdisk = v2_stage("org.osbuild.sgdisk", filename=DISK, uuid=TABLE_ID, partitions=[{"name": "root"}])
+    disk = build(v2_manifest(image(TRUNCATE, sgdisk)), shared_store, tmp_path) / DISK
+    assert dt.partition_table(disk)["partitions"][0]["name"] == '"root"'
+
+
+XFS_SIZE = 614400  # sectors: 300 MiB, the smallest xfs that xfsprogs 6.1 makes
+
+
+def test_mkfs_xfs_makes_a_filesystem_from_the_tree_in_its_partition(shared_store: Path, tmp_path: Path) -> None:
+    stages = [v2_stage("org.osbuild.truncate", filename=DISK, size="320M"),
+              sfdisk(label="gpt", uuid=TABLE_ID, partitions=[{"start": 2048, "size": XFS_SIZE, "type": LINUX_GUID}]),
+              v2_stage("org.osbuild.mkfs.xfs", inputs={"tree": tree_input("os")}, filename=DISK, start=2048,
+                       size=XFS_SIZE, uuid=ROOT_UUID, label="root", agcount=2, **{"from": "input://tree/"})]
+    disk = build(v2_manifest(CONTENT, image(*stages)), shared_store, tmp_path) / DISK
+    probe = dt.probe(disk, 2048)
+    assert (probe["TYPE"], probe["UUID"], probe["LABEL"]) == ("xfs", ROOT_UUID, "root")
+    sb = dt.xfs_superblock(disk, 2048, tmp_path, XFS_SIZE)
+    assert sb["uuid"] == ROOT_UUID and sb["fname"] == '"root\\000\\000\\000\\000\\000\\000\\000\\000"'
+    assert dt.table_problems(disk) == ""
+    again = build(v2_manifest(CONTENT, image(*stages)), tmp_path / "store", tmp_path / "again") / DISK
+    assert hashlib.sha256(again.read_bytes()).digest() == hashlib.sha256(disk.read_bytes()).digest()
