@@ -1,13 +1,15 @@
-"""samples/debian-bookworm-v2.json: the default image in format 2, locked by the same tool, the same bytes.
+"""samples/debian-bookworm-v2.json: the default image in format 2, a GPT disk made by disk stages, booting both ways.
 
-The sample is the format-1 sample as two format-2 pipelines: `os` (the tree) and
-`image`, whose one stage is the qemu assembler with `os` as its tree input. Disk
-stages come with a later issue; until then the assembler serves as a stage.
+The sample has three pipelines: `os` (the tree, with GRUB for BIOS and UEFI), `image` (a
+disk file made without loop devices or mounts: GPT with a BIOS boot partition, an ESP
+filled from the tree's /boot/efi and the root filesystem from the tree) and `qcow2`
+(org.osbuild.qemu). Its disk is not format 1's (dos, one partition), so what is compared
+with the tree is what the disk holds: the root filesystem is the `os` tree, the ESP its
+/boot/efi.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 import sys
@@ -17,10 +19,13 @@ from typing import Any
 import pytest
 from conftest import REPO, build_json, run_osbuild
 
+from osbuild.treediff import diff
+
 pytestmark = [pytest.mark.image]
 
 SAMPLE = REPO / "samples/debian-bookworm-v2.json"
 IMAGE = "debian-bookworm.qcow2"
+SECTOR = 512
 
 
 @pytest.fixture(scope="module")
@@ -32,34 +37,47 @@ def locked_v2(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return locked
 
 
-def debs(stages: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
-    return [stage["options"]["debs"] for stage in stages if "debs" in stage["options"]]
-
-
-def test_the_lock_is_format_1s_lock_in_format_2s_words(locked_v2: dict[str, Any], locked_sample: dict[str, Any]) -> None:
+def test_the_lock_holds_format_1s_packages_and_grub_for_uefi(locked_v2: dict[str, Any], locked_sample: dict[str, Any]) -> None:
     assert locked_v2["version"] == "2"
     items = locked_v2["sources"]["org.osbuild.curl"]["items"]
     assert all(isinstance(url, str) and url.endswith(".deb") for url in items.values())
-    assert debs(locked_v2["pipelines"][0]["stages"]) == debs(locked_sample["pipeline"]["stages"])
-    assert set(items) == set(locked_sample["sources"]["org.osbuild.files"]["urls"])
-    proc = run_osbuild("--inspect", manifest=locked_v2)
-    ids = json.loads(proc.stdout)
-    assert [p["name"] for p in ids["pipelines"]] == ["os", "image"]
+    assert set(locked_sample["sources"]["org.osbuild.files"]["urls"]) < set(items)
+    assert any("/grub-efi-amd64-bin_" in url for url in items.values())
+    ids = json.loads(run_osbuild("--inspect", manifest=locked_v2).stdout)
+    assert [p["name"] for p in ids["pipelines"]] == ["os", "image", "qcow2"]
+
+
+def partitions(disk: Path) -> dict[str, dict[str, Any]]:
+    table = json.loads(subprocess.run(["sfdisk", "--json", str(disk)], capture_output=True, text=True, check=True).stdout)
+    return {p["name"]: p for p in table["partitiontable"]["partitions"]}
 
 
 @pytest.mark.boot
-def test_the_format_2_image_is_the_format_1_image_and_boots(locked_v2: dict[str, Any], locked_sample: dict[str, Any],
-                                                             shared_store: Path, tmp_path: Path) -> None:
-    run_osbuild("--store", str(shared_store), "--output-directory", str(tmp_path / "v1"), "--export", "assembler",
-                manifest=locked_sample)
-    result = build_json(locked_v2, shared_store, "--output-directory", str(tmp_path / "v2"), "--export", "image")
+def test_the_format_2_image_holds_the_tree_and_boots_by_bios_and_uefi(locked_v2: dict[str, Any], shared_store: Path,
+                                                                     tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = build_json(locked_v2, shared_store, "--output-directory", str(out), "--export", "qcow2", "--export", "os")
     assert result["success"], result
-    # The tree is format 1's: the same stages with the same options have the same ids.
-    assert {s["status"] for s in result["pipelines"]["os"]["stages"]} == {"cached"}
-    first = hashlib.sha256((tmp_path / "v1" / "assembler" / IMAGE).read_bytes()).hexdigest()
-    second = hashlib.sha256((tmp_path / "v2" / "image" / IMAGE).read_bytes()).hexdigest()
-    assert first == second
-    booted = subprocess.run([sys.executable, str(REPO / "tools/osbuild-boot-test"), str(tmp_path / "v2" / "image" / IMAGE),
-                             "--log", str(tmp_path / "console.log"), "--timeout", "600", "--login", "root:osbuild"],
-                            capture_output=True, text=True, check=False)
-    assert booted.returncode == 0 and "PASS" in booted.stdout, booted.stdout + booted.stderr
+    raw = tmp_path / "disk.raw"
+    subprocess.run(["qemu-img", "convert", "-O", "raw", str(out / "qcow2" / IMAGE), str(raw)], check=True)
+    parts = partitions(raw)
+    assert list(parts) == ["BIOS boot", "EFI System Partition", "root"]
+    verify = subprocess.run(["sfdisk", "--verify", str(raw)], capture_output=True, text=True, check=True).stdout
+    assert "No errors detected" in verify
+    # The root filesystem is the os tree (mke2fs adds lost+found).
+    root = tmp_path / "root"
+    root.mkdir()
+    subprocess.run(["debugfs", "-R", f"rdump / {root}", f"{raw}?offset={parts['root']['start'] * SECTOR}"],
+                   check=True, capture_output=True)
+    changes = diff(str(out / "os"), str(root / "."))
+    assert set(changes["added"]) == {"/lost+found"} and changes["removed"] == {} and changes["changed"] == {}, changes
+    # The ESP holds the tree's /boot/efi: GRUB for UEFI.
+    esp = f"{raw}@@{parts['EFI System Partition']['start'] * SECTOR}"
+    efi = subprocess.run(["mtype", "-i", esp, "::/EFI/BOOT/BOOTX64.EFI"], capture_output=True, check=True,
+                         env={"MTOOLS_SKIP_CHECK": "1", "PATH": "/usr/bin:/bin"}).stdout
+    assert efi == (out / "os" / "boot/efi/EFI/BOOT/BOOTX64.EFI").read_bytes()
+    for firmware in ([], ["--uefi"]):
+        booted = subprocess.run([sys.executable, str(REPO / "tools/osbuild-boot-test"), *firmware, str(out / "qcow2" / IMAGE),
+                                 "--log", str(tmp_path / f"console{''.join(firmware)}.log"), "--timeout", "600",
+                                 "--login", "root:osbuild"], capture_output=True, text=True, check=False)
+        assert booted.returncode == 0 and "PASS" in booted.stdout, [*firmware, booted.stdout + booted.stderr]
