@@ -123,6 +123,11 @@ def stage_target(tree: str, options: dict[str, Any], args: dict[str, Any]) -> tu
     return path, offset, size
 
 
+def partition_uuid(table_uuid: str, number: int) -> str:
+    """The GUID of a GPT partition the manifest gives none: derived from the table's id and the partition's number."""
+    return str(uuidlib.uuid5(uuidlib.UUID(table_uuid), f"partition-{number}"))
+
+
 def stage_content(options: dict[str, Any], args: dict[str, Any]) -> Optional[str]:
     """The directory named by the option `from` (input://NAME/PATH, tree:///PATH), or None for an empty filesystem."""
     if "from" not in options:
