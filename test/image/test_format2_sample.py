@@ -11,6 +11,7 @@ with the tree is what the disk holds: the root filesystem is the `os` tree, the 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -67,10 +68,16 @@ def test_the_format_2_image_holds_the_tree_and_boots_by_bios_and_uefi(locked_v2:
     # The root filesystem is the os tree (mke2fs adds lost+found).
     root = tmp_path / "root"
     root.mkdir()
-    subprocess.run(["debugfs", "-R", f"rdump / {root}", f"{raw}?offset={parts['root']['start'] * SECTOR}"],
-                   check=True, capture_output=True)
+    filesystem = f"{raw}?offset={parts['root']['start'] * SECTOR}"
+    subprocess.run(["debugfs", "-R", f"rdump / {root}", filesystem], check=True, capture_output=True)
     changes = diff(str(out / "os"), str(root / "."))
-    assert set(changes["added"]) == {"/lost+found"} and changes["removed"] == {} and changes["changed"] == {}, changes
+    assert set(changes["added"]) == {"/lost+found"} and changes["removed"] == {}, changes
+    # rdump drops setuid, setgid and sticky bits: those modes are read from the filesystem itself.
+    assert all(set(change) == {"mode"} for change in changes["changed"].values()), changes["changed"]
+    special = sorted(changes["changed"])
+    stats = subprocess.run(["debugfs", "-f", "-", filesystem], input="".join(f'stat "{p}"\n' for p in special),
+                           capture_output=True, text=True, check=True).stdout
+    assert re.findall(r"Mode:\s+0?(\d+)", stats) == [changes["changed"][p]["mode"][0] for p in special]
     # The ESP holds the tree's /boot/efi: GRUB for UEFI.
     esp = f"{raw}@@{parts['EFI System Partition']['start'] * SECTOR}"
     efi = subprocess.run(["mtype", "-i", esp, "::/EFI/BOOT/BOOTX64.EFI"], capture_output=True, check=True,
@@ -81,3 +88,44 @@ def test_the_format_2_image_holds_the_tree_and_boots_by_bios_and_uefi(locked_v2:
                                  "--log", str(tmp_path / f"console{''.join(firmware)}.log"), "--timeout", "600",
                                  "--login", "root:osbuild"], capture_output=True, text=True, check=False)
         assert booted.returncode == 0 and "PASS" in booted.stdout, [*firmware, booted.stdout + booted.stderr]
+
+
+def osbuild_style(locked: dict[str, Any]) -> dict[str, Any]:
+    """The sample's disk made osbuild's way: loop devices the engine attaches, the root filesystem made on its
+    partition's device and filled by org.osbuild.copy through an ext4 mount. The ESP stays mount-free: this
+    kernel has no vfat."""
+    manifest = json.loads(json.dumps(locked))
+    stages = {s["type"]: s for s in manifest["pipelines"][1]["stages"]}
+    disk = stages["org.osbuild.truncate"]["options"]["filename"]
+    root = stages["org.osbuild.mkfs.ext4"]["options"]
+
+    def loopback(**options: Any) -> dict[str, Any]:
+        return {"type": "org.osbuild.loopback", "options": {"filename": disk, **options}}
+
+    sfdisk = stages["org.osbuild.sfdisk"]
+    sfdisk["options"].pop("filename")
+    sfdisk["devices"] = {"device": loopback()}
+    partition = loopback(start=root.pop("start"), size=root.pop("size"))
+    for key in ("filename", "from"):
+        root.pop(key)
+    stages["org.osbuild.mkfs.ext4"].pop("inputs")
+    stages["org.osbuild.mkfs.ext4"]["devices"] = {"device": partition}
+    copy = {"type": "org.osbuild.copy", "options": {"paths": [{"from": "input://tree/", "to": "mount://root/"}]},
+            "inputs": {"tree": {"type": "org.osbuild.tree", "origin": "org.osbuild.pipeline", "references": ["name:os"]}},
+            "devices": {"root": partition},
+            "mounts": [{"name": "root", "type": "org.osbuild.ext4", "source": "root", "target": "/"}]}
+    manifest["pipelines"][1]["stages"].append(copy)
+    return manifest
+
+
+@pytest.mark.boot
+def test_the_image_made_osbuilds_way_with_devices_and_mounts_boots(locked_v2: dict[str, Any], shared_store: Path,
+                                                                   tmp_path: Path) -> None:
+    result = build_json(osbuild_style(locked_v2), shared_store, "--output-directory", str(tmp_path), "--export", "qcow2")
+    assert result["success"], result
+    types = [s["type"] for s in result["pipelines"]["image"]["stages"]]
+    assert types[-2:] == ["org.osbuild.mkfs.ext4", "org.osbuild.copy"]
+    booted = subprocess.run([sys.executable, str(REPO / "tools/osbuild-boot-test"), str(tmp_path / "qcow2" / IMAGE),
+                             "--log", str(tmp_path / "console.log"), "--timeout", "600", "--login", "root:osbuild"],
+                            capture_output=True, text=True, check=False)
+    assert booted.returncode == 0 and "PASS" in booted.stdout, booted.stdout + booted.stderr
