@@ -72,12 +72,17 @@ def test_the_format_2_image_holds_the_tree_and_boots_by_bios_and_uefi(locked_v2:
     subprocess.run(["debugfs", "-R", f"rdump / {root}", filesystem], check=True, capture_output=True)
     changes = diff(str(out / "os"), str(root / "."))
     assert set(changes["added"]) == {"/lost+found"} and changes["removed"] == {}, changes
-    # rdump drops setuid, setgid and sticky bits: those modes are read from the filesystem itself.
-    assert all(set(change) == {"mode"} for change in changes["changed"].values()), changes["changed"]
-    special = sorted(changes["changed"])
+    # rdump drops setuid, setgid and sticky bits and extended attributes: those are read from the filesystem.
+    changed = changes["changed"]
+    assert all(set(change) <= {"mode", "xattrs"} for change in changed.values()), changed
+    special = sorted(p for p in changed if "mode" in changed[p])
     stats = subprocess.run(["debugfs", "-f", "-", filesystem], input="".join(f'stat "{p}"\n' for p in special),
                            capture_output=True, text=True, check=True).stdout
-    assert re.findall(r"Mode:\s+0?(\d+)", stats) == [changes["changed"][p]["mode"][0] for p in special]
+    assert re.findall(r"Mode:\s+0?(\d+)", stats) == [changed[p]["mode"][0] for p in special]
+    for path in sorted(p for p in changed if "xattrs" in changed[p]):
+        listed = subprocess.run(["debugfs", "-R", f'ea_list "{path}"', filesystem], capture_output=True, text=True,
+                                check=True).stdout
+        assert all(name in listed for name in changed[path]["xattrs"][0]), (path, listed)
     # The ESP holds the tree's /boot/efi: GRUB for UEFI.
     esp = f"{raw}@@{parts['EFI System Partition']['start'] * SECTOR}"
     efi = subprocess.run(["mtype", "-i", esp, "::/EFI/BOOT/BOOTX64.EFI"], capture_output=True, check=True,
