@@ -62,13 +62,16 @@ import subprocess
 import tempfile
 import time
 import uuid as uuidlib
-from typing import Optional
+from typing import Any, Optional
 
-from osbuild.api import StageError
+from osbuild.api import StageError, location, resolve_path
 
 SECTOR = 512
 EXT4_LABEL_MAX = 16
 XFS_LABEL_MAX = 12
+FAT_LABEL_MAX = 11
+# Heads and sectors per track mkfs.fat writes unless told: a geometry it would otherwise guess.
+FAT_GEOMETRY = (64, 32)
 # e2fsprogs from this version on clamps file times to SOURCE_DATE_EPOCH itself.
 E2FSPROGS_CLAMPS_TIMES = (1, 47, 1)
 # XFS "bigtime" timestamps count nanoseconds from this many seconds before 1970.
@@ -91,6 +94,50 @@ def source_epoch() -> Optional[int]:
     return epoch
 
 
+# -- where a disk stage writes ----------------------------------------------------------
+
+
+def stage_target(tree: str, options: dict[str, Any], args: dict[str, Any]) -> tuple[str, int, int]:
+    """Where a format-2 disk stage writes, as (path, byte offset, byte size).
+
+    With a `device` (an org.osbuild.loopback the engine attached), all of it:
+    osbuild's way. Without one, the file `filename` in the tree from sector
+    `start` (default 0) for `size` sectors (default: to the end of the file),
+    the loopback device's own options, so that no loop device is needed.
+    """
+    device = args.get("devices", {}).get("device")
+    if device is not None:
+        with open(device["path"], "rb") as f:
+            return device["path"], 0, f.seek(0, os.SEEK_END)
+    if "filename" not in options:
+        raise StageError("give the disk file as the option `filename`, or a `device`")
+    path = resolve_path(tree, options["filename"])
+    if not os.path.isfile(path):
+        raise StageError(f"{options['filename']} is not a file in the tree (make it with org.osbuild.truncate)")
+    end = os.stat(path).st_size
+    offset = options.get("start", 0) * SECTOR
+    size = options["size"] * SECTOR if "size" in options else end - offset
+    if size <= 0 or offset + size > end:
+        raise StageError(f"{options['filename']} has {end // SECTOR} sectors: sectors {offset // SECTOR} to "
+                         f"{(offset + size) // SECTOR} are not in it")
+    return path, offset, size
+
+
+def partition_uuid(table_uuid: str, number: int) -> str:
+    """The GUID of a GPT partition the manifest gives none: derived from the table's id and the partition's number."""
+    return str(uuidlib.uuid5(uuidlib.UUID(table_uuid), f"partition-{number}"))
+
+
+def stage_content(options: dict[str, Any], args: dict[str, Any]) -> Optional[str]:
+    """The directory named by the option `from` (input://NAME/PATH, tree:///PATH), or None for an empty filesystem."""
+    if "from" not in options:
+        return None
+    path = location(options["from"], args, follow=True)
+    if not os.path.isdir(path):
+        raise StageError(f"from: {options['from']} is not a directory")
+    return path
+
+
 # -- shared checks and helpers ---------------------------------------------------------
 
 
@@ -101,8 +148,8 @@ def _checked_uuid(value: str) -> str:
         raise StageError(f"filesystem UUID {value!r} is not a UUID (like 9c6ae55b-cf88-45b8-84e8-64990759f39d)") from None
 
 
-def _check_geometry(tree: str, size: int, offset: int) -> None:
-    if not os.path.isdir(tree):
+def _check_geometry(tree: Optional[str], size: int, offset: int) -> None:
+    if tree is not None and not os.path.isdir(tree):
         raise StageError(f"tree {tree} is not a directory")
     if not isinstance(size, int) or size <= 0 or size % SECTOR:
         raise StageError(f"filesystem size {size!r} must be a positive multiple of {SECTOR} bytes")
@@ -117,9 +164,19 @@ def _check_label(label: Optional[str], limit: int, what: str) -> None:
         raise StageError(f"{what} label {label!r} must be 1 to {limit} bytes")
 
 
-def _prepare_image(image: str, size: int, offset: int) -> None:
-    """A whole-filesystem image is made anew; a disk image is only grown to hold the filesystem."""
-    if offset == 0:
+def _prepare_image(image: str, size: int, offset: int, whole: Optional[bool] = None) -> None:
+    """A whole-filesystem image is made anew; a disk image is only grown to hold the filesystem.
+
+    A block device (format 2's loop devices) is never resized: it must hold the filesystem.
+    `whole` defaults to offset == 0.
+    """
+    if os.path.exists(image) and stat.S_ISBLK(os.stat(image).st_mode):
+        with open(image, "rb") as f:
+            end = f.seek(0, os.SEEK_END)
+        if end < offset + size:
+            raise StageError(f"device {image} has {end} bytes, too few for {size} bytes at offset {offset}")
+        return
+    if offset == 0 if whole is None else whole:
         with open(image, "wb") as f:
             f.truncate(size)
         return
@@ -189,32 +246,43 @@ def _clamp_ns(mtime_ns: int, epoch: Optional[int]) -> int:
 # -- ext4 ------------------------------------------------------------------------------
 
 
-def make_ext4(tree: str, image: str, *, size: int, uuid: str, label: Optional[str] = None, offset: int = 0,
-              source_epoch: Optional[int] = None) -> None:
+def make_ext4(tree: Optional[str], image: str, *, size: int, uuid: str, label: Optional[str] = None, offset: int = 0,
+              source_epoch: Optional[int] = None, whole: Optional[bool] = None, features: tuple[str, ...] = (),
+              extended: tuple[str, ...] = ()) -> None:
     """Make an ext4 filesystem of `size` bytes holding the tree, in `image` at byte `offset`.
 
     With offset 0 the image file is (re)created as exactly the filesystem; with
-    an offset the image must be a disk image whose bytes from `offset` on are
-    zeroes (a fresh sparse file): it is grown if it is shorter than offset+size
-    and nothing outside the filesystem's range is written.
+    an offset (or `whole=False`) the image must be a disk image whose bytes from
+    `offset` on are zeroes (a fresh sparse file): it is grown if it is shorter
+    than offset+size and nothing outside the filesystem's range is written. A
+    block device is written in place. Without a tree the filesystem is empty.
+    `features` (mke2fs -O) and `extended` (-E) add to what is pinned here.
     """
     fs_uuid = _checked_uuid(uuid)
     _check_geometry(tree, size, offset)
     _check_label(label, EXT4_LABEL_MAX, "ext4")
-    _prepare_image(image, size, offset)
-    root = os.stat(tree)
+    _prepare_image(image, size, offset, whole)
     env = dict(os.environ)
     if source_epoch is not None:
         env["E2FSPROGS_FAKE_TIME"] = str(source_epoch)
         env["SOURCE_DATE_EPOCH"] = str(source_epoch)
-    extended = [f"hash_seed={fs_uuid}", f"root_owner={root.st_uid}:{root.st_gid}"]
+    options = [f"hash_seed={fs_uuid}", *extended]
+    argv = ["mke2fs", "-F", "-t", "ext4", "-U", fs_uuid]
+    if tree is not None:
+        root = os.stat(tree)
+        options.append(f"root_owner={root.st_uid}:{root.st_gid}")
+        argv += ["-d", tree]
     if offset:
-        extended.append(f"offset={offset}")
-    argv = ["mke2fs", "-F", "-t", "ext4", "-d", tree, "-U", fs_uuid, "-E", ",".join(extended)]
+        options.append(f"offset={offset}")
+    argv += ["-E", ",".join(options)]
+    if features:
+        argv += ["-O", ",".join(features)]
     if label is not None:
         argv += ["-L", label]
     argv += [image, f"{size // 1024}k"]
     print(_run(argv, env=env), end="", flush=True)
+    if tree is None:
+        return
     device = f"{image}?offset={offset}" if offset else image
     entries = _walk(tree)
     inodes = _ext4_inodes(device, entries, env)
@@ -309,40 +377,134 @@ def _ext4_xattr_commands(tree: str, path: str, inode: int, scratch: str) -> list
     return commands
 
 
+# -- fat ------------------------------------------------------------------------------
+
+
+def make_fat(tree: Optional[str], image: str, *, size: int, volid: str, label: Optional[str] = None, offset: int = 0,
+             fat_size: Optional[int] = None, geometry: tuple[int, int] = FAT_GEOMETRY, hidden: int = 0,
+             source_epoch: Optional[int] = None) -> None:
+    """Make a FAT filesystem of `size` bytes holding the tree's files, in `image` at byte `offset`.
+
+    mkfs.fat and mtools work on a scratch file of exactly `size` bytes, which is
+    then spliced in: mkfs.fat sizes its clusters and guesses a geometry from the
+    whole file it is given, so a filesystem made at an offset of a bigger disk
+    would depend on the disk's size. The image contract is make_ext4's with an
+    offset (nothing outside the filesystem's range is written); a block device
+    is written in place.
+    """
+    _check_geometry(tree, size, offset)
+    _check_label(label, FAT_LABEL_MAX, "fat")
+    if not re.fullmatch(r"[0-9A-Fa-f]{1,8}", volid):
+        raise StageError(f"fat volume id {volid!r} must be 1 to 8 hex digits (like 7B7795E7)")
+    entries = _fat_entries(tree) if tree is not None else []
+    env = dict(os.environ, TZ="UTC", MTOOLS_SKIP_CHECK="1")
+    if source_epoch is not None:
+        env["SOURCE_DATE_EPOCH"] = str(source_epoch)
+    # --invariant pins what mkfs.fat would take from the clock (the label entry's time).
+    argv = ["mkfs.fat", "--invariant", "-i", volid.upper(), "-g", f"{geometry[0]}/{geometry[1]}", "-h", str(hidden)]
+    if fat_size is not None:
+        argv += ["-F", str(fat_size)]
+    if label is not None:
+        argv += ["-n", label]
+    fd, scratch = tempfile.mkstemp(prefix=".osbuild-fat-", dir=_scratch_dir(image))
+    try:
+        os.ftruncate(fd, size)
+        os.close(fd)
+        print(_run([*argv, scratch], env=env), end="", flush=True)
+        _fat_fill(tree, entries, scratch, env, source_epoch)
+        _prepare_image(image, size, offset, whole=False)
+        _splice(scratch, image, offset)
+    finally:
+        os.unlink(scratch)
+
+
+def _scratch_dir(image: str) -> str:
+    """Beside a disk file (the same filesystem, no memory); elsewhere for a device."""
+    if os.path.exists(image) and stat.S_ISBLK(os.stat(image).st_mode):
+        return "/var/tmp"
+    return os.path.dirname(os.path.abspath(image))
+
+
+def _fat_entries(tree: str) -> list[tuple[str, os.stat_result]]:
+    """The tree's directories and files; what FAT cannot hold is refused with its path."""
+    entries = _walk(tree)
+    seen: dict[str, str] = {}
+    for path, st in entries:
+        if not (stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode)):
+            raise StageError(f"fat: {path} is neither a file nor a directory, which FAT cannot hold")
+        folded = path.casefold()
+        if folded in seen:
+            raise StageError(f"fat: {seen[folded]} and {path} differ only in case, which FAT cannot tell apart")
+        seen[folded] = path
+    return entries
+
+
+def _fat_fill(tree: Optional[str], entries: list[tuple[str, os.stat_result]], image: str, env: dict[str, str],
+              epoch: Optional[int]) -> None:
+    """Directories with one mmd, then each directory's files with one mcopy, all in sorted order.
+
+    mtools dates entries SOURCE_DATE_EPOCH when it is set (in UTC: FAT times are
+    local); without it, files keep their mtimes (-m) and directories get now.
+    """
+    if tree is None:
+        return
+    directories = [path for path, st in entries if stat.S_ISDIR(st.st_mode)]
+    if directories:
+        _run(["mmd", "-i", image, *("::" + path for path in directories)], env=env)
+    files: dict[str, list[str]] = {}
+    for path, st in entries:
+        if stat.S_ISREG(st.st_mode):
+            files.setdefault(os.path.dirname(path), []).append(os.path.join(tree, path.lstrip("/")))
+    keep_times = [] if epoch is not None else ["-m"]
+    for directory in ["/", *directories]:
+        if directory in files:
+            _run(["mcopy", "-i", image, *keep_times, *files[directory], "::" + directory.rstrip("/") + "/"], env=env)
+
+
 # -- xfs -------------------------------------------------------------------------------
 
 
-def make_xfs(tree: str, image: str, *, size: int, uuid: str, label: Optional[str] = None, offset: int = 0,
-             source_epoch: Optional[int] = None) -> None:
+def make_xfs(tree: Optional[str], image: str, *, size: int, uuid: str, label: Optional[str] = None, offset: int = 0,
+             source_epoch: Optional[int] = None, whole: Optional[bool] = None, agcount: Optional[int] = None) -> None:
     """Make an xfs filesystem of `size` bytes holding the tree, in `image` at byte `offset`.
 
     The same contract as make_ext4 for the image file; see the module
     docstring for what xfs cannot keep (extended attributes, hard links).
+    Without a tree the filesystem is empty (its root 0755, dated the epoch).
     """
     fs_uuid = _checked_uuid(uuid)
     _check_geometry(tree, size, offset)
     _check_label(label, XFS_LABEL_MAX, "xfs")
-    entries = _walk(tree)
+    device = os.path.exists(image) and stat.S_ISBLK(os.stat(image).st_mode)
+    in_place = (device and offset == 0) or (not device and (offset == 0 if whole is None else whole))
     with tempfile.TemporaryDirectory(prefix="osbuild-xfs-") as scratch:
+        if tree is None:
+            tree = os.path.join(scratch, "empty")
+            os.mkdir(tree, 0o755)
+            os.utime(tree, (source_epoch or 0, source_epoch or 0))
+        entries = _walk(tree)
         protofile = os.path.join(scratch, "protofile")
         with open(protofile, "wb") as f:
             f.write(_protofile(tree, entries).encode("utf-8", "surrogateescape"))
-        if offset:
-            target = image + ".xfs-tmp"
-        else:
+        if in_place:
             target = image
+        else:
+            fd, target = tempfile.mkstemp(prefix=".osbuild-xfs-", dir=_scratch_dir(image))
+            os.close(fd)
         _prepare_image(target, size, 0)
         try:
             argv = ["mkfs.xfs", "-f", "-m", f"uuid={fs_uuid}"]
             if label is not None:
                 argv += ["-L", label]
+            if agcount is not None:
+                argv += ["-d", f"agcount={agcount}"]
             print(_run([*argv, "-p", protofile, target]), end="", flush=True)
             _xfs_fix_inodes(tree, entries, target, source_epoch)
-            if offset:
-                _prepare_image(image, size, offset)
+            if not in_place:
+                _prepare_image(image, size, offset, whole=False)
                 _splice(target, image, offset)
         finally:
-            if offset and os.path.exists(target):
+            if not in_place and os.path.exists(target):
                 os.unlink(target)
 
 

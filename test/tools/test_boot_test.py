@@ -196,3 +196,23 @@ def test_a_login_makes_the_serial_line_a_socket_logged_to_the_file():
     assert chardev.startswith("socket,id=serial0,path=/tmp/s/serial,server=on,wait=off,")
     assert "logfile=/tmp/con,,sole.log" in chardev
     assert argv[argv.index("-serial") + 1] == "chardev:serial0"
+
+
+# -- UEFI --------------------------------------------------------------------------------
+
+
+def test_uefi_boots_q35_with_ovmf_read_only_and_a_fresh_variable_store(tmp_path):
+    firmware = bt.uefi_firmware(str(tmp_path))
+    copy = tmp_path / bt.OVMF_VARS
+    assert copy.read_bytes() == (Path(bt.OVMF_DIR) / bt.OVMF_VARS).read_bytes(), "an empty store, copied for this run"
+    assert firmware == ["-machine", "q35",
+                        "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={bt.OVMF_DIR}/{bt.OVMF_CODE}",
+                        "-drive", f"if=pflash,format=raw,unit=1,file={copy}"]
+    argv = bt.qemu_command("/img", "qcow2", "/log", 1024, ["-accel", "tcg"], firmware=firmware)
+    assert argv[argv.index("-machine") + 1] == "q35" and argv[-2:] == ["-drive", "file=/img,if=virtio,format=qcow2,snapshot=on"]
+    assert "-machine" not in bt.qemu_command("/img", "qcow2", "/log", 1024, ["-accel", "tcg"]), "BIOS stays the default"
+
+
+def test_uefi_without_ovmf_says_what_to_install(tmp_path):
+    with pytest.raises(bt.UsageError, match=r"--uefi: .*/OVMF_CODE_4M.fd not found \(install ovmf\)"):
+        bt.uefi_firmware(str(tmp_path), ovmf_dir=str(tmp_path / "none"))
