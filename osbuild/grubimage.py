@@ -43,17 +43,28 @@ def early_config(root_uuid: str) -> str:
 
 
 def mkimage(directory: str, fmt: str, output: str, *, prefix: str, modules: list[str],
-            early: Optional[str] = None, binary: str = "grub-mkimage") -> bytes:
-    """Run grub-mkimage with the modules of `directory` (e.g. TREE/usr/lib/grub/i386-pc); the image's bytes."""
+            early: Optional[str] = None, binary: str = "grub-mkimage", root: Optional[str] = None) -> bytes:
+    """Run grub-mkimage with the modules of `directory` (e.g. TREE/usr/lib/grub/i386-pc); the image's bytes.
+
+    With `root` (a tree holding `directory` and `output`), the tree's own grub-mkimage runs chrooted
+    into it, so the tool is the version of the modules whatever the build root's GRUB is.
+    """
     if not os.path.isfile(os.path.join(directory, "kernel.img")):
         raise StageError(f"no GRUB modules in {directory}: install the GRUB package for that platform")
-    argv = [binary, f"--directory={directory}", f"--format={fmt}", f"--output={output}", f"--prefix={prefix}"]
+
+    def inside(path: str) -> str:
+        return "/" + os.path.relpath(path, root) if root is not None else path
+
+    argv = [binary, f"--directory={inside(directory)}", f"--format={fmt}", f"--output={inside(output)}",
+            f"--prefix={prefix}"]
     if early is not None:
         config = output + ".early.cfg"
         with open(config, "w", encoding="utf-8") as f:
             f.write(early)
-        argv.append(f"--config={config}")
+        argv.append(f"--config={inside(config)}")
     argv += modules
+    if root is not None:
+        argv = ["chroot", root, *argv]
     print("+ " + " ".join(argv), flush=True)
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, check=False)

@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from conftest import assert_changes, assert_rejected, build_failure, run_osbuild, stage_changes
-from osbuild.treediff import diff
 from testlib import pipeline_file_input, tree_input, v2_manifest, v2_pipeline, v2_stage
+
+from osbuild.treediff import diff
 
 EPOCH = 1700000000
 FILES = [
