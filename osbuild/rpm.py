@@ -35,7 +35,7 @@ QUERY_FORMAT = ("%{NAME}\\t%{EPOCH}\\t%{VERSION}\\t%{RELEASE}\\t%{ARCH}\\t"
 DNF_CAUSES = (
     re.compile(r".* is not signed$"),
     re.compile(r"^Public key for .* is not installed"),
-    re.compile(r"^Curl error .*"),
+    re.compile(r"^\s*- Curl error .*"),
     re.compile(r"^No match for argument: .*"),
     re.compile(r"^\s*- (nothing provides|conflicting requests|package) .*"),
 )

@@ -21,6 +21,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
+
 GROUP = "osbuild-test"
 KEY_UID = "osbuild test key <test@osbuild.invalid>"
 OTHER_KEY_UID = "some other key <other@osbuild.invalid>"
@@ -142,6 +144,10 @@ class Keys:
     def export(self, uid: str) -> str:
         return run(["gpg", "--batch", "--armor", "--export", uid], self.env)
 
+    def close(self) -> None:
+        """Stop the gpg-agent that key generation and signing started for this GNUPGHOME."""
+        run(["gpgconf", "--kill", "gpg-agent"], self.env)
+
     def sign(self, rpms: list[Path], uid: str = KEY_UID) -> None:
         run(["rpmsign", "--addsign", "--define", f"_gpg_name {uid}", "--define", f"_gpg_path {self.home}",
              "--define", "__gpg /usr/bin/gpg",
@@ -231,6 +237,9 @@ class Repos:
     def baseurl(self, name: str) -> str:
         return f"{self.url}/{name}/"
 
+    def key_url(self) -> str:
+        return f"{self.url}/{os.path.basename(KEY_FILE)}"
+
     def repo(self, name: str = "main", key: str | None = None, **extra: str) -> dict[str, str]:
         """A dnf stage's repository entry, in the original's shape: baseurl, gpgkey, checksum."""
         entry = {"baseurl": self.baseurl(name), "gpgkey": self.keys.armored if key is None else key,
@@ -266,4 +275,16 @@ def make_repos(root: Path) -> Repos:
                          work, changed))
     run(["createrepo_c", "--quiet", "--update", str(changed)])
     checksums["changed"] = repomd_checksum(changed)
+    keys.close()
+    # The key where a URL can name it, as Fedora publishes its keys.
+    (root / "www" / os.path.basename(KEY_FILE)).write_text(keys.armored)
     return Repos(root / "www", keys, checksums, stale)
+
+
+@pytest.fixture(scope="session")
+def rpm_repos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Repos]:
+    """The signed test repositories (main with a comps group, unsigned, wrongkey, changed) on 127.0.0.1."""
+    repos = make_repos(tmp_path_factory.mktemp("rpm-repos"))
+    with serve(repos.root) as server:
+        repos.url = server.url
+        yield repos
