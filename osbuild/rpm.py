@@ -7,6 +7,7 @@ their Python bindings belong to the build root's interpreter, not the engine's.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import os
@@ -14,6 +15,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from typing import Any, Optional
 
 from osbuild.api import StageError, make_parents, system_mounts, tree_path, write_file
@@ -235,16 +237,24 @@ def clean_tree(tree: str, fake_machine_id: bool) -> None:
         write_file(tree, MACHINE_ID, "", mode=0o444)
 
 
+@contextlib.contextmanager
+def installing(tree: str) -> Iterator[None]:
+    """The tree as the original's package stages prepared it for scriptlets while the block runs:
+    a fake machine-id if it had none, /proc and /dev mounted; cleaned as `clean_tree` says afterwards."""
+    fake_machine_id = not os.path.lexists(tree_path(tree, MACHINE_ID))
+    if fake_machine_id:
+        write_file(tree, MACHINE_ID, FAKE_MACHINE_ID, mode=0o444)
+    with system_mounts(tree):
+        yield
+    clean_tree(tree, fake_machine_id)
+
+
 def dnf_install(tree: str, options: dict[str, Any], program: str) -> list[dict[str, Any]]:
     """Install the stage's packages into the tree from its repositories with the build root's `program`
     (dnf, or yum with dnf's options); returns the packages it added."""
     db = dbpath(tree)
-    before = {tuple(sorted(p.items())) for p in installed_packages(tree, db)}
-    fake_machine_id = not os.path.lexists(tree_path(tree, MACHINE_ID))
-    if fake_machine_id:
-        make_parents(tree_path(tree, MACHINE_ID))
-        write_file(tree, MACHINE_ID, FAKE_MACHINE_ID, mode=0o444)
-    with tempfile.TemporaryDirectory(prefix="osbuild-dnf-") as work:
+    before = installed_packages(tree, db)
+    with tempfile.TemporaryDirectory(prefix="osbuild-dnf-") as work, installing(tree):
         env = rpm_env(os.path.join(work, "home"), db)
         config = os.path.join(work, "dnf.conf")
         with open(config, "w", encoding="utf-8") as f:
@@ -254,12 +264,72 @@ def dnf_install(tree: str, options: dict[str, Any], program: str) -> list[dict[s
                 "--setopt", f"install_weak_deps={options.get('install_weak_deps', True)}"]
         if "fastestmirror" in options:
             base += ["--setopt", f"fastestmirror={options['fastestmirror']}"]
+        if "verbosity" in options:
+            base += ["--rpmverbosity", options["verbosity"]]
         for package in options.get("exclude_packages", []):
             base += ["--exclude", package]
-        with system_mounts(tree):
-            run_dnf([*base, "makecache"], env, f"{program}: reading the repositories")
-            verify_repomd(tree, options["repos"])
-            operation = options.get("operation", "install")
-            run_dnf([*base, operation, *options["packages"]], env, f"{program} {operation}")
-    clean_tree(tree, fake_machine_id)
-    return [p for p in installed_packages(tree, db) if tuple(sorted(p.items())) not in before]
+        run_dnf([*base, "makecache"], env, f"{program}: reading the repositories")
+        verify_repomd(tree, options["repos"])
+        operation = options.get("operation", "install")
+        run_dnf([*base, operation, *options["packages"]], env, f"{program} {operation}")
+    return added_packages(before, installed_packages(tree, db))
+
+
+def added_packages(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The packages of `after` that `before` does not have, as they are."""
+    known = {tuple(sorted(p.items())) for p in before}
+    return [p for p in after if tuple(sorted(p.items())) not in known]
+
+
+# Where kernel-install finds dracut's plugin; masked while rpm runs when dracut is to be skipped.
+DRACUT_PLUGIN = "/etc/kernel/install.d/50-dracut.install"
+
+
+def check_signature(tree: str, db: str, path: str, name: str, env: dict[str, str]) -> None:
+    """The package's signature verifies against the keys in the tree's rpm database."""
+    proc = subprocess.run(["rpmkeys", "--root", tree, "--dbpath", db, "--checksig", path], capture_output=True,
+                          text=True, env=env, check=False)
+    report = (proc.stdout + proc.stderr).strip()
+    if proc.returncode != 0 or "signatures OK" not in report:
+        what = report.splitlines()[-1].split(": ", 1)[-1] if report else f"rpmkeys exit status {proc.returncode}"
+        raise StageError(f"package {name}: its signature does not verify against the given keys ({what})")
+
+
+def rpm_install(tree: str, options: dict[str, Any], packages: list[tuple[str, str, bool]]) -> list[dict[str, Any]]:
+    """Install .rpm files (path, name to show, whether to check its signature) into the tree, offline, with
+    the build root's rpm; the keys of `gpgkeys` go into the tree's database first. Returns what it added."""
+    db = options.get("dbpath") or dbpath(tree)
+    before = installed_packages(tree, db)
+    with tempfile.TemporaryDirectory(prefix="osbuild-rpm-") as work:
+        env = rpm_env(os.path.join(work, "home"), db)
+        for number, key in enumerate(options.get("gpgkeys", [])):
+            path = os.path.join(work, f"key{number}.asc")
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(key)
+            proc = subprocess.run(["rpmkeys", "--root", tree, "--dbpath", db, "--import", path], env=env,
+                                  capture_output=True, text=True, check=False)
+            if proc.returncode != 0:
+                raise StageError(f"gpgkeys[{number}]: rpmkeys could not import the key: {proc.stderr.strip()}")
+        for path, name, check_gpg in packages:
+            if check_gpg:
+                check_signature(tree, db, path, name, env)
+        argv = ["rpm", "--root", tree, "--dbpath", db, "--install", "--verbose"]
+        if options.get("exclude", {}).get("docs"):
+            argv.append("--excludedocs")
+        dracut = tree_path(tree, DRACUT_PLUGIN)
+        mask = options.get("disable_dracut", False) and not os.path.lexists(dracut)
+        with installing(tree):
+            if mask:
+                make_parents(dracut)
+                os.symlink("/dev/null", dracut)
+            try:
+                proc = subprocess.run([*argv, *(path for path, _, _ in packages)], env=env, capture_output=True,
+                                      text=True, check=False)
+            finally:
+                if mask:
+                    os.unlink(dracut)
+            print(proc.stdout + proc.stderr, end="", flush=True)
+            if proc.returncode != 0:
+                errors = [line for line in proc.stderr.splitlines() if line.strip()]
+                raise StageError(f"rpm --install: {errors[-1].removeprefix('error: ') if errors else proc.returncode}")
+    return added_packages(before, installed_packages(tree, db))
