@@ -200,9 +200,9 @@ def failure_reason(output: str) -> str:
     lines = [line.rstrip() for line in output.splitlines() if line.strip()]
     error = next((line for line in reversed(lines) if line.startswith("Error:")), lines[-1] if lines else "")
     for pattern in DNF_CAUSES:
-        cause = next((line.strip() for line in reversed(lines) if pattern.match(line)), None)
+        cause = next((line.strip().removeprefix("- ") for line in reversed(lines) if pattern.match(line)), None)
         if cause is not None and cause not in error:
-            return f"{error.removeprefix('Error: ')}: {cause.removeprefix('- ')}"
+            return f"{error.removeprefix('Error: ')}: {cause}"
     return error.removeprefix("Error: ")
 
 
