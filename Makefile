@@ -12,7 +12,8 @@ LOCKED = $(OUT)/$(basename $(notdir $(SAMPLE))).locked.json
 DEB_PACKAGES = bubblewrap mmdebstrap apt-utils python3 passwd systemd debian-archive-keyring ca-certificates \
 	fdisk gdisk e2fsprogs xfsprogs dosfstools mtools btrfs-progs grub-pc-bin grub-efi-amd64-bin grub-common \
 	qemu-utils qemu-system-x86 ovmf zstd xz-utils bzip2 tar \
-	util-linux procps python3-jsonschema uidmap
+	util-linux procps python3-jsonschema uidmap \
+	rpm dnf createrepo-c gnupg
 PY_PACKAGES = jsonschema pytest ruff mypy
 # Every Python that may run the engine: root's, and Debian's, which ordinary users get.
 ENGINE_PYTHONS = $(PYTHON) /usr/bin/python3

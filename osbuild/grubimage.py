@@ -74,8 +74,8 @@ def mkimage(directory: str, fmt: str, output: str, *, prefix: str, modules: list
         print(proc.stdout + proc.stderr, end="", flush=True)
         lines = [line for line in proc.stderr.splitlines() if line.strip()]
         raise StageError(f"{binary} failed: {lines[-1] if lines else f'exit status {proc.returncode}'}")
-    with open(output, "rb") as f:
-        return f.read()
+    with open(output, "rb") as image:
+        return image.read()
 
 
 def install_bios(disk: str, boot_img: str, core: bytes, core_sector: int, limit: int) -> None:

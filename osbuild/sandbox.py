@@ -72,7 +72,7 @@ PROC_READONLY = ("sys", "sysrq-trigger", "irq", "bus")
 
 # The engine's modules that code in a sandbox may import (`import osbuild.api`); nothing
 # else of the engine enters a sandbox, and ids cover exactly these (library_digest()).
-LIBRARY_MODULES = ("__init__.py", "api.py", "archive.py", "debian.py", "fsimage.py", "grubimage.py", "imageids.py")
+LIBRARY_MODULES = ("__init__.py", "api.py", "archive.py", "debian.py", "fsimage.py", "grubimage.py", "imageids.py", "rpm.py")
 SANDBOX_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 LIB_DIR = "/run/osbuild/lib"
 RUNNER_PATH = "/run/osbuild/bin/runner"
