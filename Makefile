@@ -11,7 +11,7 @@ LOCKED = $(OUT)/$(basename $(notdir $(SAMPLE))).locked.json
 # Debian packages the engine, its stages and its tests use from the host.
 DEB_PACKAGES = bubblewrap mmdebstrap apt-utils python3 passwd systemd debian-archive-keyring ca-certificates \
 	fdisk e2fsprogs xfsprogs grub-pc-bin grub-common qemu-utils qemu-system-x86 zstd xz-utils bzip2 tar \
-	util-linux procps python3-jsonschema uidmap
+	util-linux procps python3-jsonschema uidmap policycoreutils
 PY_PACKAGES = jsonschema pytest ruff mypy
 # Every Python that may run the engine: root's, and Debian's, which ordinary users get.
 ENGINE_PYTHONS = $(PYTHON) /usr/bin/python3
