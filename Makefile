@@ -13,7 +13,7 @@ DEB_PACKAGES = bubblewrap mmdebstrap apt-utils python3 passwd systemd debian-arc
 	fdisk gdisk e2fsprogs xfsprogs dosfstools mtools btrfs-progs grub-pc-bin grub-efi-amd64-bin grub-common \
 	qemu-utils qemu-system-x86 ovmf zstd xz-utils bzip2 tar \
 	util-linux procps python3-jsonschema uidmap \
-	rpm dnf createrepo-c gnupg
+	rpm dnf createrepo-c gnupg policycoreutils
 PY_PACKAGES = jsonschema pytest ruff mypy
 # Every Python that may run the engine: root's, and Debian's, which ordinary users get.
 ENGINE_PYTHONS = $(PYTHON) /usr/bin/python3

@@ -21,13 +21,14 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Callable, Optional, Union
 
 ARGUMENTS_PATH = "/run/osbuild/api/arguments"
 METADATA_PATH = "/run/osbuild/meta"
 SOURCES_PATH = "/run/osbuild/sources"
 DEVICE_NODES_PATH = "/run/osbuild/device-nodes"
+SELINUX_LABELS_PATH = "/run/osbuild/selinux-labels"
 # How many symlinks resolve_path follows before it calls the path a loop (Linux's own limit).
 SYMLINK_LIMIT = 40
 
@@ -72,6 +73,20 @@ def device_node(path: str, major: int, minor: int, mode: int = 0o666, uid: int =
         record["mtime_ns"] = mtime_ns
     with open(requests, "a", encoding="utf-8") as f:
         f.write(json.dumps(record, sort_keys=True) + "\n")
+
+
+def selinux_labels(labels: Iterable[tuple[str, str]], requests: str = SELINUX_LABELS_PATH) -> int:
+    """Ask the engine to label paths in the tree (PATH, CONTEXT pairs) after the stage succeeds; returns how many.
+
+    A sandbox cannot write security.selinux; the engine writes it on each path
+    itself, a symlink too, as setfiles would, without following links.
+    """
+    count = 0
+    with open(requests, "a", encoding="utf-8") as f:
+        for path, label in labels:
+            f.write(json.dumps({"path": path, "label": label}) + "\n")
+            count += 1
+    return count
 
 
 def source_path(checksum: str, source: str = "org.osbuild.files") -> str:

@@ -33,6 +33,10 @@ DEVICE_NODES_FILE = "/run/osbuild/device-nodes"
 # The device nodes a stage may ask for (osbuild.api.device_node): what every root file
 # system's /dev holds before devtmpfs covers it, and nothing that reaches hardware.
 ALLOWED_DEVICE_NODES = {(1, 3), (1, 5), (1, 7), (1, 8), (1, 9), (5, 0), (5, 1), (5, 2)}
+SELINUX_LABELS_FILE = "/run/osbuild/selinux-labels"
+SELINUX_XATTR = "security.selinux"
+# Longer than any context a policy defines; a bound keeps a stage from asking for huge attributes.
+LABEL_MAX = 4096
 SOURCES_DIR = "/run/osbuild/sources"
 MOUNTS_DIR = "/run/osbuild/mounts"
 DEVICES_DIR = "/dev"
@@ -99,57 +103,145 @@ def clamp_times(root: str, epoch: int) -> None:
     os.utime(root, (min(st.st_atime, epoch), min(st.st_mtime, epoch)))
 
 
-def make_device_nodes(tree: str, requests: str, stage: Stage, identity: sandbox.Identity) -> None:
-    """Make the device nodes a stage asked for (osbuild.api.device_node) in its tree, now that it has ended.
-
-    Paths are walked from the tree's root without following symlinks, so a tree cannot
-    point the engine at a host path.
-    """
+def read_requests(requests: str, stage: Stage, what: str) -> list[dict[str, Any]]:
+    """The JSON lines a stage wrote to a request file (device nodes, SELinux labels)."""
     with open(requests, encoding="utf-8") as f:
         lines = [line for line in f.read().splitlines() if line.strip()]
-    if lines and identity.rootless:
+    records = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict) or not isinstance(record.get("path"), str):
+                raise ValueError
+        except ValueError:
+            raise BuildError(f"stage {stage.name} (id {stage.id}) asked for {what} in words the engine "
+                             f"does not read: {line[:200]!r}") from None
+        records.append(record)
+    return records
+
+
+def path_parts(path: str) -> list[str]:
+    """The components of a path in the tree (none for its root); a path with '..' raises ValueError."""
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise ValueError(path)
+    return parts
+
+
+class TreeWalker:
+    """Directories of a tree opened from its root without following symlinks, so a tree cannot point
+    the engine at a host path. Keeps the last path's chain open: requests in sorted order are cheap."""
+
+    def __init__(self, tree: str) -> None:
+        self._fds = [os.open(tree, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)]
+        self._parts: list[str] = []
+
+    def directory(self, parts: list[str]) -> int:
+        """A descriptor of the directory at `parts` (components from the tree's root)."""
+        common = 0
+        while common < min(len(parts), len(self._parts)) and parts[common] == self._parts[common]:
+            common += 1
+        while len(self._parts) > common:
+            self._parts.pop()
+            os.close(self._fds.pop())
+        for part in parts[common:]:
+            self._fds.append(os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=self._fds[-1]))
+            self._parts.append(part)
+        return self._fds[-1]
+
+    def close(self) -> None:
+        for fd in self._fds:
+            os.close(fd)
+        self._fds = []
+
+
+def make_device_nodes(tree: str, requests: str, stage: Stage, identity: sandbox.Identity) -> None:
+    """Make the device nodes a stage asked for (osbuild.api.device_node) in its tree, now that it has ended."""
+    records = read_requests(requests, stage, "a device node")
+    if records and identity.rootless:
         raise BuildError(f"stage {stage.name} (id {stage.id}) asked for device nodes, which only a build as root "
                          "can make")
     base = sandbox.ID_BASE if not identity.rootless else 0
-    for line in lines:
+    walker = TreeWalker(tree)
+    try:
+        for request in records:
+            _make_device_node(walker, request, stage, base)
+    finally:
+        walker.close()
+
+
+def _make_device_node(walker: TreeWalker, request: dict[str, Any], stage: Stage, base: int) -> None:
+    path, major, minor = request["path"], request.get("major", -1), request.get("minor", -1)
+    mode, uid, gid = request.get("mode", 0o666), request.get("uid", 0), request.get("gid", 0)
+    mtime = request.get("mtime_ns")
+    if not all(isinstance(v, int) for v in (major, minor, mode, uid, gid, mtime or 0)):
+        raise BuildError(f"stage {stage.name} (id {stage.id}) asked for a device node in words the engine "
+                         f"does not read: {json.dumps(request)[:200]!r}")
+    if (major, minor) not in ALLOWED_DEVICE_NODES:
+        raise BuildError(f"stage {stage.name} (id {stage.id}) asked for device node {major}:{minor} at {path}: "
+                         "only null, zero, full, random, urandom, tty, console and ptmx are made")
+    try:
+        parts = path_parts(path)
+    except ValueError:
+        parts = []
+    if not parts or not 0 <= uid < sandbox.ID_COUNT or not 0 <= gid < sandbox.ID_COUNT:
+        raise BuildError(f"stage {stage.name} (id {stage.id}) asked for a device node at {path!r}, "
+                         f"owned by {uid}:{gid}: not a path in the tree, or not its owners")
+    try:
+        directory = walker.directory(parts[:-1])
+        name = parts[-1]
+        times = os.stat(directory)
+        if os.path.lexists(f"/proc/self/fd/{directory}/{name}"):
+            os.unlink(name, dir_fd=directory)
+        os.mknod(name, stat.S_IFCHR | 0o600, os.makedev(major, minor), dir_fd=directory)
+        # Through the tree's idmapped layers: the sandbox's ids are its owners on disk.
+        os.chown(name, base + uid, base + gid, dir_fd=directory, follow_symlinks=False)
+        os.chmod(name, mode & 0o7777, dir_fd=directory)
+        if mtime is not None:
+            os.utime(name, ns=(mtime, mtime), dir_fd=directory, follow_symlinks=False)
+        os.utime(directory, ns=(times.st_atime_ns, times.st_mtime_ns))
+    except OSError as e:
+        raise BuildError(f"stage {stage.name} (id {stage.id}) asked for a device node at {path}: {e.strerror}") from e
+
+
+def write_selinux_labels(tree: str, requests: str, stage: Stage, identity: sandbox.Identity) -> None:
+    """Write the SELinux labels a stage computed (osbuild.api.selinux_labels) as security.selinux, now that it ended.
+
+    A module's root cannot write security.* attributes (the kernel wants CAP_SYS_ADMIN over
+    the filesystem's namespace); the engine as host root can. Each path is labelled itself,
+    a symlink too, never what it points to.
+    """
+    records = read_requests(requests, stage, "SELinux labels")
+    if records and identity.rootless:
+        raise BuildError(f"stage {stage.name} (id {stage.id}) labels files for SELinux, which only a build as "
+                         "root can write (security.selinux attributes)")
+    labelled = []
+    for request in records:
+        label = request.get("label")
         try:
-            request = json.loads(line)
-            path, major, minor = request["path"], request["major"], request["minor"]
-            mode, uid, gid = request.get("mode", 0o666), request.get("uid", 0), request.get("gid", 0)
-            mtime = request.get("mtime_ns")
-            if not all(isinstance(v, int) for v in (major, minor, mode, uid, gid, mtime or 0)) or not isinstance(path, str):
-                raise ValueError
-        except (ValueError, KeyError, TypeError):
-            raise BuildError(f"stage {stage.name} (id {stage.id}) asked for a device node in words the engine "
-                             f"does not read: {line[:200]!r}") from None
-        if (major, minor) not in ALLOWED_DEVICE_NODES:
-            raise BuildError(f"stage {stage.name} (id {stage.id}) asked for device node {major}:{minor} at {path}: "
-                             "only null, zero, full, random, urandom, tty, console and ptmx are made")
-        parts = [p for p in path.split("/") if p not in ("", ".")]
-        if not parts or ".." in parts or not 0 <= uid < sandbox.ID_COUNT or not 0 <= gid < sandbox.ID_COUNT:
-            raise BuildError(f"stage {stage.name} (id {stage.id}) asked for a device node at {path!r}, "
-                             f"owned by {uid}:{gid}: not a path in the tree, or not its owners")
-        directory = os.open(tree, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-        try:
-            for part in parts[:-1]:
-                parent = directory
-                directory = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=parent)
-                os.close(parent)
-            name = parts[-1]
-            times = os.stat(directory)
-            if os.path.lexists(f"/proc/self/fd/{directory}/{name}"):
-                os.unlink(name, dir_fd=directory)
-            os.mknod(name, stat.S_IFCHR | 0o600, os.makedev(major, minor), dir_fd=directory)
-            # Through the tree's idmapped layers: the sandbox's ids are its owners on disk.
-            os.chown(name, base + uid, base + gid, dir_fd=directory, follow_symlinks=False)
-            os.chmod(name, mode & 0o7777, dir_fd=directory)
-            if mtime is not None:
-                os.utime(name, ns=(mtime, mtime), dir_fd=directory, follow_symlinks=False)
-            os.utime(directory, ns=(times.st_atime_ns, times.st_mtime_ns))
-        except OSError as e:
-            raise BuildError(f"stage {stage.name} (id {stage.id}) asked for a device node at {path}: {e.strerror}") from e
-        finally:
-            os.close(directory)
+            parts = path_parts(request["path"])
+        except ValueError:
+            parts = None
+        if parts is None or not isinstance(label, str) or not label or "\0" in label or len(label) > LABEL_MAX:
+            raise BuildError(f"stage {stage.name} (id {stage.id}) asked for SELinux label {str(label)[:80]!r} at "
+                             f"{request['path'][:200]!r}: not a path in the tree, or not a label")
+        labelled.append((parts, label))
+    walker = TreeWalker(tree)
+    try:
+        for parts, label in sorted(labelled):
+            # The label as setfiles writes it: the context and a terminating NUL.
+            value = os.fsencode(label) + b"\0"
+            try:
+                if not parts:
+                    os.setxattr(f"/proc/self/fd/{walker.directory([])}", SELINUX_XATTR, value)
+                    continue
+                directory = walker.directory(parts[:-1])
+                os.setxattr(f"/proc/self/fd/{directory}/{parts[-1]}", SELINUX_XATTR, value, follow_symlinks=False)
+            except OSError as e:
+                raise BuildError(f"stage {stage.name} (id {stage.id}) asked for an SELinux label at "
+                                 f"/{'/'.join(parts)}: {e.strerror}") from e
+    finally:
+        walker.close()
 
 
 def restore_engine_owned(layer: str) -> None:
@@ -276,6 +368,8 @@ class Builder:
         open(meta_file, "w").close()
         nodes_file = os.path.join(work, "device-nodes")
         open(nodes_file, "w").close()
+        labels_file = os.path.join(work, "selinux-labels")
+        open(labels_file, "w").close()
         arguments: dict[str, Any] = {
             "tree": TREE,
             "options": stage.options,
@@ -289,6 +383,7 @@ class Builder:
         layer_mount = None
         if stage.kind != "assembler":
             binds.append(sandbox.Bind(nodes_file, DEVICE_NODES_FILE, readonly=False, idmapped=True))
+            binds.append(sandbox.Bind(labels_file, SELINUX_LABELS_FILE, readonly=False, idmapped=True))
         if stage.kind == "assembler":
             result_dir = os.path.join(work, "output")
             os.mkdir(result_dir)
@@ -334,6 +429,7 @@ class Builder:
             outcome = sandbox.run(config, json.dumps(arguments).encode(), on_output)
             if outcome.returncode == 0 and stage.kind != "assembler":
                 make_device_nodes(tree, nodes_file, stage, self.identity)
+                write_selinux_labels(tree, labels_file, stage, self.identity)
         finally:
             services.close()
             umount(tree)

@@ -101,3 +101,16 @@ def test_the_default_image_without_root_is_the_root_image(rootless_user: str, us
     theirs = subprocess.run(["sha256sum", str(tmp_path / "out" / "assembler" / name)], capture_output=True, text=True,
                             check=True).stdout.split()[0]
     assert ours == theirs, f"rootless {ours} != root {theirs}"
+
+
+def test_rootless_refuses_selinux_labels_in_one_line(rootless_user: str, user_checkout: Path, user_dir: Path) -> None:
+    contexts = "/.*\tsystem_u:object_r:default_t:s0\n"
+    manifest = {"stages": [
+        {"name": "org.osbuild.copy", "options": {"files": [{"path": "/etc/file_contexts", "text": contexts}]}},
+        {"name": "org.osbuild.selinux", "options": {"file_contexts": "/etc/file_contexts"}},
+    ]}
+    proc = run_as_user(rootless_user, user_checkout, "--store", str(user_dir / "store"), manifest=manifest)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    assert ("labels files for SELinux, which only a build as root can write" in
+            proc.stderr.strip().splitlines()[0]), proc.stderr

@@ -43,6 +43,13 @@ def test_fstab_lines(shared_store):
     )}}})
 
 
+def test_freq_and_passno_as_the_original_wrote_them(shared_store):
+    # The original osbuild's samples give both as strings of digits; the line is the same as with numbers.
+    stage = fstab({"uuid": ROOT_UUID, "path": "/", "vfs_type": "ext4", "freq": "1", "passno": "01"})
+    changes = stage_changes(base_stages(), [stage], shared_store)
+    assert_changes(changes, {"added": {"/etc/fstab": {"text": f"UUID={ROOT_UUID}\t/\text4\tdefaults\t1\t1\n"}}})
+
+
 def test_fstab_replaces_the_old_table(shared_store):
     old = {"name": "org.osbuild.copy", "options": {"files": [
         {"path": "/etc/fstab", "text": "# UNCONFIGURED FSTAB FOR BASE SYSTEM\n"}]}}
@@ -56,7 +63,9 @@ def test_fstab_replaces_the_old_table(shared_store):
     ({"path": "/", "vfs_type": "ext4"}, ".stages[0].options.filesystems[0]"),
     ({"uuid": ROOT_UUID, "label": "root", "path": "/", "vfs_type": "ext4"}, ".stages[0].options.filesystems[0]"),
     ({"uuid": ROOT_UUID, "path": "/", "vfs_type": "ext4", "dump": 0}, ".stages[0].options.filesystems[0]"),
-    ({"uuid": ROOT_UUID, "path": "/", "vfs_type": "ext4", "freq": "0"}, ".stages[0].options.filesystems[0].freq"),
+    ({"uuid": ROOT_UUID, "path": "/", "vfs_type": "ext4", "freq": "one"}, ".stages[0].options.filesystems[0].freq"),
+    ({"uuid": ROOT_UUID, "path": "/", "vfs_type": "ext4", "passno": "-1"}, ".stages[0].options.filesystems[0].passno"),
+    ({"uuid": ROOT_UUID, "path": "/", "vfs_type": "ext4", "freq": 1.5}, ".stages[0].options.filesystems[0].freq"),
     ({"uuid": ROOT_UUID, "path": "/", "vfs_type": "ext4", "options": "defaults\n"},
      ".stages[0].options.filesystems[0].options"),
     ({"uuid": ROOT_UUID, "path": "/", "vfs_type": "ext4", "options": "rw, noatime"},

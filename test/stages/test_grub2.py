@@ -7,7 +7,7 @@ import subprocess
 from typing import Any
 
 import pytest
-from conftest import assert_changes, assert_rejected, build_failure, stage_changes
+from conftest import assert_changes, assert_rejected, build_failure, export_tree, stage_changes
 
 STAGE = "org.osbuild.grub2"
 UUID = "636c9a89-7d6c-424a-8538-46b791ae4895"
@@ -156,3 +156,54 @@ def test_without_modules_only_the_configuration_is_written(shared_store, tmp_pat
 ])
 def test_bad_options_are_rejected_before_anything_runs(shared_store, options, path):
     assert_rejected(STAGE, options, path, shared_store)
+
+
+def rpm_tree(database: str = "/usr/lib/sysimage/rpm") -> list[dict[str, Any]]:
+    """A tree that looks like an RPM system's: an rpm database directory, GRUB's modules and font, a BLS entry."""
+    return [
+        {"name": "org.osbuild.mkdir", "options": {"paths": [{"path": database, "parents": True}]}},
+        {"name": "org.osbuild.copy", "options": {"files": [
+            {"path": "/usr/lib/grub/i386-pc/normal.mod", "text": "module\n"},
+            {"path": "/usr/lib/grub/i386-pc/blscfg.mod", "text": "module\n"},
+            {"path": "/usr/lib/grub/i386-pc/command.lst", "text": "*blscfg: blscfg\n"},
+            {"path": "/usr/lib/grub/i386-pc/fdt.lst", "text": "\n"},
+            {"path": "/usr/lib/grub/i386-pc/boot.img", "text": "boot code\n"},
+            {"path": "/usr/share/grub/unicode.pf2", "text": "font\n"},
+            {"path": "/boot/loader/entries/fedora-5.3.7.conf", "text": "linux /boot/vmlinuz-5.3.7\noptions $kernelopts\n"},
+        ]}},
+    ]
+
+
+@pytest.mark.parametrize("database", ["/usr/lib/sysimage/rpm", "/var/lib/rpm"])
+def test_fedora_layout_on_an_rpm_tree(shared_store, database):
+    changes = stage_changes(rpm_tree(database), [grub2(kernel_opts="ro biosdevname=0 net.ifnames=0")], shared_store)
+    env = (f"# GRUB Environment Block\nGRUB2_ROOT_FS_UUID={UUID}\nGRUB2_BOOT_FS_UUID={UUID}\n"
+           f"kernelopts=root=UUID={UUID} ro biosdevname=0 net.ifnames=0\n")
+    assert_changes(changes, {"added": {
+        "/boot/grub2": {"type": "dir"},
+        "/boot/grub2/grubenv": {"text": env + "#" * (1024 - len(env)), "size": 1024},
+        "/boot/grub2/grub.cfg": {"text": (
+            "# Written by osbuild (org.osbuild.grub2).\nset timeout=0\nload_env\n"
+            "search --no-floppy --fs-uuid --set=root ${GRUB2_ROOT_FS_UUID}\n"
+            "search --no-floppy --fs-uuid --set=boot ${GRUB2_BOOT_FS_UUID}\n"
+            "function load_video {\n  insmod all_video\n}\nblscfg\n")},
+        "/boot/grub2/i386-pc": {"type": "dir"},
+        "/boot/grub2/i386-pc/normal.mod": {"text": "module\n"},
+        "/boot/grub2/i386-pc/blscfg.mod": {"text": "module\n"},
+        "/boot/grub2/i386-pc/command.lst": {"text": "*blscfg: blscfg\n"},
+        "/boot/grub2/fonts": {"type": "dir"},
+        "/boot/grub2/fonts/unicode.pf2": {"text": "font\n"},
+        "/etc": {"type": "dir"},
+        "/etc/default": {"type": "dir"},
+        "/etc/default/grub": {"text": "GRUB_TIMEOUT=0\nGRUB_ENABLE_BLSCFG=true\n"},
+    }})
+
+
+def test_grubenv_reads_back_with_grub_editenv(shared_store):
+    tree = export_tree([*rpm_tree(), grub2(kernel_opts="quiet", timeout=5)], shared_store)
+    listed = subprocess.run(["grub-editenv", str(tree / "boot/grub2/grubenv"), "list"], capture_output=True, text=True,
+                            check=True).stdout
+    assert listed.splitlines() == [f"GRUB2_ROOT_FS_UUID={UUID}", f"GRUB2_BOOT_FS_UUID={UUID}",
+                                   f"kernelopts=root=UUID={UUID} quiet"]
+    assert "set timeout=5\n" in (tree / "boot/grub2/grub.cfg").read_text()
+    assert not (tree / "boot/grub").exists()

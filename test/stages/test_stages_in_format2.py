@@ -130,3 +130,27 @@ def test_a_format_2_stage_with_a_bad_option_is_refused_with_its_path(shared_stor
     proc = run_osbuild("--store", str(shared_store), "--json", manifest=manifest, check=False)
     errors = json.loads(proc.stdout)["errors"]
     assert [error["path"] for error in errors] == [["pipelines", 0, "stages", 0, "options", "level"]]
+
+
+def test_the_originals_stages_build_in_format_2(shared_store, tmp_path):
+    """fix-bls, debug-shell, chrony, fstab (strings, as the original wrote them) and selinux, in format 2."""
+    entry = "/boot/loader/entries/fedora.conf"
+    pipeline = {"name": "os", "stages": [
+        {"type": "org.osbuild.copy", "options": {"files": [
+            {"path": entry, "text": "linux /run/osbuild/tree/boot/vmlinuz\n"},
+            {"path": "/etc/chrony.conf", "text": "pool 2.fedora.pool.ntp.org iburst\n"},
+            {"path": "/etc/file_contexts", "text": "/.*\tsystem_u:object_r:etc_t:s0\n"},
+        ]}},
+        {"type": "org.osbuild.fix-bls", "options": {}},
+        {"type": "org.osbuild.debug-shell", "options": {"tty": "/dev/ttyS0"}},
+        {"type": "org.osbuild.chrony", "options": {"servers": [{"hostname": "ntp.example", "prefer": True}]}},
+        {"type": "org.osbuild.fstab", "options": {"filesystems": [
+            {"uuid": "76a22bf4-f153-4541-b6c7-0332c0dfaeac", "vfs_type": "ext4", "path": "/", "freq": "1", "passno": "1"}]}},
+        {"type": "org.osbuild.selinux", "options": {"file_contexts": "etc/file_contexts"}},
+    ]}
+    tree = build([pipeline], "os", shared_store, tmp_path)
+    assert (tree / entry.lstrip("/")).read_text() == "linux /boot/vmlinuz\n"
+    assert "TTYPath=/dev/ttyS0\n" in (tree / "etc/systemd/system/osbuild-debug-shell.service").read_text()
+    assert (tree / "etc/chrony.conf").read_text() == "server ntp.example iburst prefer\n"
+    assert (tree / "etc/fstab").read_text().endswith("\t1\t1\n")
+    assert os.getxattr(tree / "etc/fstab", "security.selinux") == b"system_u:object_r:etc_t:s0\0"

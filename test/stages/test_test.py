@@ -69,7 +69,23 @@ def test_report_and_poweroff(shared_store, tmp_path):
         "is-system-running --wait", "list-units --failed --no-legend --plain", "poweroff"]
 
 
+def test_the_originals_script_is_reported_and_powers_off(shared_store, tmp_path):
+    """The original's `script` option: its command's output is the report, then the machine powers off."""
+    tree = export_tree([{"name": "org.osbuild.mkdir", "options": {"paths": [{"path": "/etc"}]}},
+                        boot_report(script="echo all good")], shared_store)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "calls"
+    (bin_dir / "systemctl").write_text(f'#!/bin/sh\necho "$*" >> {calls}\n')
+    (bin_dir / "systemctl").chmod(0o755)
+    proc = subprocess.run(["sh", str(tree / SCRIPT.lstrip("/"))], capture_output=True, text=True, check=True,
+                          env={"PATH": f"{bin_dir}:/usr/bin:/bin"})
+    assert [line for line in proc.stdout.splitlines() if line] == ["osbuild-boot-test: all good", "osbuild-boot-test: done"]
+    assert calls.read_text().splitlines() == ["list-units --failed --no-legend --plain", "poweroff"]
+
+
 @pytest.mark.parametrize(("options", "path"), [
+    ({"script": "echo one\necho two"}, ".stages[0].options.script"),
     ({"poweroff": "yes"}, ".stages[0].options.poweroff"),
     ({"poweroff": True, "timeout": 60}, ".stages[0].options"),
 ])
