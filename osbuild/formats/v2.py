@@ -167,8 +167,9 @@ def _validate_stage(stage: Any, path: JsonPath, index: Index, earlier: set[str],
     if info.kind == "assembler":
         problems += _validate_assembler(stage, path, stages_in_pipeline)
     for key in ("inputs", "devices", "mounts"):
-        if key in schemas and key in stage:
-            problems += schema_problems(stage[key], schemas[key], (*path, key))
+        # A stage without inputs is checked as having none, so that one it requires is missed here.
+        if key in schemas:
+            problems += schema_problems(stage.get(key, [] if key == "mounts" else {}), schemas[key], (*path, key))
     inputs = stage.get("inputs", {})
     for name, item in sorted(inputs.items() if isinstance(inputs, dict) else []):
         problems += _validate_input(item, (*path, "inputs", name), index, earlier, checksums)
