@@ -17,7 +17,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
-from osbuild import devices, inputs, sandbox, sources, treediff
+from osbuild import devices, exports, inputs, sandbox, sources, treediff
 from osbuild.errors import BuildError, UserError
 from osbuild.exports import remove_stale_exports, replace_atomically, staging_path
 from osbuild.monitor import Monitor
@@ -588,9 +588,12 @@ class Builder:
             os.makedirs(output_directory, exist_ok=True)
         except OSError as e:
             raise UserError(f"output directory {output_directory}: {e.strerror}") from e
+        if pipeline.id and exports.holds(output_directory, pipeline.name, pipeline.id):
+            return destination
         staging = staging_path(output_directory, pipeline.name)
         try:
             remove_stale_exports(output_directory)
+            exports.forget(output_directory, pipeline.name)
             remove_tree(staging)
             os.mkdir(staging)
         except OSError as e:
@@ -611,4 +614,6 @@ class Builder:
             if mounted:
                 umount(mounted)
         replace_atomically(staging, destination)
+        if pipeline.id:
+            exports.record(output_directory, pipeline.name, pipeline.id)
         return destination

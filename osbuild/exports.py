@@ -5,12 +5,16 @@ started, so a reused PID is not taken for ours), then swapped with `OUTPUT/NAME`
 in one atomic exchange; the old content, now under the staging name, is removed.
 A build killed at any point leaves at most a staging directory whose process is
 gone: every later export into the same directory removes those first.
+
+An export that finds OUTPUT/NAME holding, untouched, the very object it would copy
+(`.NAME.osbuild-export` records its id and every file's size and mtime) copies nothing.
 """
 
 from __future__ import annotations
 
 import ctypes
 import errno
+import json
 import os
 import re
 
@@ -89,3 +93,51 @@ def _exchange(a: str, b: str) -> bool:
     if err in (errno.ENOSYS, errno.EINVAL):
         return False
     raise OSError(err, f"exchange {a} and {b}: {os.strerror(err)}")
+
+
+def _record_path(output_directory: str, name: str) -> str:
+    return os.path.join(output_directory, f".{name}.osbuild-export")
+
+
+def _listing(destination: str) -> dict[str, list[int]]:
+    """Every entry under an exported directory: its type and mode, size and mtime (ns), by relative path."""
+    found: dict[str, list[int]] = {}
+    for directory, dirs, files in os.walk(destination):
+        for entry in dirs + files:
+            path = os.path.join(directory, entry)
+            st = os.lstat(path)
+            found[os.path.relpath(path, destination)] = [st.st_mode, st.st_size, st.st_mtime_ns]
+    return found
+
+
+def holds(output_directory: str, name: str, object_id: str) -> bool:
+    """Whether OUTPUT/NAME is, untouched, what an earlier export of object_id left there.
+
+    The export's record lists every file's type, mode, size and mtime; anything changed,
+    added or removed since (an image booted without a snapshot, a file edited) makes a new
+    export copy the object again.
+    """
+    try:
+        with open(_record_path(output_directory, name), encoding="utf-8") as f:
+            record = json.load(f)
+        return bool(record.get("id") == object_id and
+                    record.get("files") == _listing(os.path.join(output_directory, name)))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def record(output_directory: str, name: str, object_id: str) -> None:
+    """Note that OUTPUT/NAME now holds object_id, for holds(); written atomically."""
+    path = _record_path(output_directory, name)
+    data = {"id": object_id, "files": _listing(os.path.join(output_directory, name))}
+    with open(path + ".new", "w", encoding="utf-8") as f:
+        json.dump(data, f, sort_keys=True)
+    os.replace(path + ".new", path)
+
+
+def forget(output_directory: str, name: str) -> None:
+    """Drop the record of OUTPUT/NAME before its content changes."""
+    try:
+        os.unlink(_record_path(output_directory, name))
+    except FileNotFoundError:
+        pass

@@ -259,19 +259,38 @@ def test_manifest_from_file_or_stdin(lib: Library, tmp_path: Path) -> None:
 def test_export_tree(lib: Library, tmp_path: Path) -> None:
     out = tmp_path / "out"
     lib.run("--store", str(tmp_path / "store"), "--output-directory", str(out), "--export", "tree", manifest=two_stages())
-    assert sorted(p.name for p in out.iterdir()) == ["tree"]
+    # Beside the export, the record of what it holds (see the next test).
+    assert sorted(p.name for p in out.iterdir()) == [".tree.osbuild-export", "tree"]
     assert (out / "tree" / "etc" / "hostname").read_text() == "box\n"
+
+
+def test_an_export_already_in_place_is_not_copied_again(lib: Library, tmp_path: Path) -> None:
+    out, store = tmp_path / "out", tmp_path / "store"
+
+    def export() -> int:
+        lib.run("--store", str(store), "--output-directory", str(out), "--export", "tree", manifest=two_stages())
+        return (out / "tree" / "etc" / "hostname").stat().st_ino
+
+    first = export()
+    assert export() == first
+    # Touched since: the export copies the object again, and the output is the object's again.
+    (out / "tree" / "etc" / "hostname").write_text("edited\n")
+    assert export() != first
+    assert (out / "tree" / "etc" / "hostname").read_text() == "box\n"
+    (out / "tree" / "extra").write_text("x")
+    export()
+    assert not (out / "tree" / "extra").exists()
 
 
 def test_default_export_is_the_last_pipeline(lib: Library, tmp_path: Path) -> None:
     with_assembler = tmp_path / "with"
     lib.run("--store", str(tmp_path / "store"), "--output-directory", str(with_assembler), manifest=two_stages())
-    assert sorted(p.name for p in with_assembler.iterdir()) == ["assembler"]
+    assert sorted(p.name for p in with_assembler.iterdir()) == [".assembler.osbuild-export", "assembler"]
     assert sorted(p.name for p in (with_assembler / "assembler").iterdir()) == ["disk.img", "listing.json"]
     without = tmp_path / "without"
     lib.run("--store", str(tmp_path / "store"), "--output-directory", str(without),
             manifest={"stages": two_stages()["stages"]})
-    assert sorted(p.name for p in without.iterdir()) == ["tree"]
+    assert sorted(p.name for p in without.iterdir()) == [".tree.osbuild-export", "tree"]
     assert (without / "tree" / "etc" / "hostname").read_text() == "box\n"
 
 
@@ -281,7 +300,7 @@ def test_export_several_and_replace_what_was_there(lib: Library, tmp_path: Path)
     (out / "tree" / "stale").write_text("from an earlier export")
     result = lib.build_json(two_stages(), tmp_path / "store", "--output-directory", str(out),
                             "--export", "tree", "--export", "assembler")
-    assert sorted(p.name for p in out.iterdir()) == ["assembler", "tree"]
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["assembler", "tree"]
     assert not (out / "tree" / "stale").exists()
     assert (out / "assembler" / "disk.img").stat().st_size == 1024
     assert result["success"]
