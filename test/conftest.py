@@ -240,7 +240,8 @@ def debian_base(tmp_path_factory: pytest.TempPathFactory) -> DebianBase:
 
 @pytest.fixture(scope="session")
 def locked_sample(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """The default sample, locked against the mirror today (what `make image` does first)."""
+    """The format-1 sample, locked against the mirror today (the original-format example; the default
+    is the format-2 one, test/image/test_format2_sample.py)."""
     out = tmp_path_factory.mktemp("locked") / "locked.json"
     subprocess.run([sys.executable, str(REPO / "tools/osbuild-depsolve-apt"), str(REPO / "samples/debian-bookworm-qcow2.json"),
                     "-o", str(out)], check=True, capture_output=True, text=True)
