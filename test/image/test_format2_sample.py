@@ -45,7 +45,10 @@ def test_the_lock_holds_format_1s_packages_and_grub_for_uefi(locked_v2: dict[str
     assert set(locked_sample["sources"]["org.osbuild.files"]["urls"]) < set(items)
     assert any("/grub-efi-amd64-bin_" in url for url in items.values())
     ids = json.loads(run_osbuild("--inspect", manifest=locked_v2).stdout)
-    assert [p["name"] for p in ids["pipelines"]] == ["os", "image", "qcow2"]
+    assert [p["name"] for p in ids["pipelines"]] == ["build", "os", "image", "qcow2"]
+    # Every pipeline runs with the locked build root, which is locked like the rest.
+    assert all(p["build"] == "name:build" for p in locked_v2["pipelines"][1:])
+    assert "packages" in locked_v2["pipelines"][0]["stages"][0]["inputs"]
 
 
 def partitions(disk: Path) -> dict[str, dict[str, Any]]:
@@ -100,7 +103,8 @@ def osbuild_style(locked: dict[str, Any]) -> dict[str, Any]:
     partition's device and filled by org.osbuild.copy through an ext4 mount. The ESP stays mount-free: this
     kernel has no vfat."""
     manifest = json.loads(json.dumps(locked))
-    stages = {s["type"]: s for s in manifest["pipelines"][1]["stages"]}
+    image = next(p for p in manifest["pipelines"] if p["name"] == "image")
+    stages = {s["type"]: s for s in image["stages"]}
     disk = stages["org.osbuild.truncate"]["options"]["filename"]
     root = stages["org.osbuild.mkfs.ext4"]["options"]
 
@@ -119,7 +123,7 @@ def osbuild_style(locked: dict[str, Any]) -> dict[str, Any]:
             "inputs": {"tree": {"type": "org.osbuild.tree", "origin": "org.osbuild.pipeline", "references": ["name:os"]}},
             "devices": {"root": partition},
             "mounts": [{"name": "root", "type": "org.osbuild.ext4", "source": "root", "target": "/"}]}
-    manifest["pipelines"][1]["stages"].append(copy)
+    image["stages"].append(copy)
     return manifest
 
 
