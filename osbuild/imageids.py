@@ -65,7 +65,8 @@ def pin_vmdk(f: BinaryIO, seed: str) -> None:
     offset, size = struct.unpack_from("<QQ", header, 28)
     f.seek(offset * 512)
     region = f.read(size * 512)
-    text = region.rstrip(b"\0")
+    # The descriptor ends at its first NUL (what qemu reads); bytes after it are left over, not text.
+    text = region.split(b"\0", 1)[0]
     pinned, count = re.subn(rb"\nCID=[0-9a-f]{1,8}\n", b"\nCID=" + derived(seed, "vmdk-cid").hex[:8].encode() + b"\n", text)
     if count != 1 or len(pinned) > len(region):
         raise ValueError("no CID in the vmdk descriptor")
