@@ -36,7 +36,9 @@ LOOP_CONFIGURE = 0x4C0A
 LO_FLAGS_READ_ONLY = 1
 LO_FLAGS_AUTOCLEAR = 4
 LOOPBACK = "org.osbuild.loopback"
-FILESYSTEMS = {"org.osbuild.ext4": "ext4", "org.osbuild.xfs": "xfs", "org.osbuild.fat": "vfat"}
+FILESYSTEMS = {"org.osbuild.ext4": "ext4", "org.osbuild.xfs": "xfs", "org.osbuild.fat": "vfat", "org.osbuild.btrfs": "btrfs"}
+# Mount options passed on as KEY=VALUE (each mount module's schema says which it takes).
+VALUE_OPTIONS = ("uid", "gid", "umask", "shortname", "subvol", "compress")
 BIND = "org.osbuild.bind"
 MOUNTS_DIR = "/run/osbuild/mounts"
 CONFIGURE_ATTEMPTS = 20
@@ -188,7 +190,7 @@ class HostServices:
         os.makedirs(target, exist_ok=True)
         assert mount.source is not None
         flags = ["ro"] if mount.options.get("readonly") else []
-        flags += [f"{key}={mount.options[key]}" for key in ("uid", "gid", "umask", "shortname") if key in mount.options]
+        flags += [f"{key}={mount.options[key]}" for key in VALUE_OPTIONS if key in mount.options]
         if mount.options.get("norecovery"):
             flags.append("norecovery")
         device = self._partition(mount) if mount.partition is not None else self.device_paths[mount.source]

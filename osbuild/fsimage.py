@@ -1,4 +1,4 @@
-"""Filesystem images made from a tree without mounting anything: ext4 and xfs.
+"""Filesystem images made from a tree without mounting anything: ext4, xfs, fat and btrfs.
 
 Assemblers and stages import this inside the sandbox, so it is standard library
 only and Python 3.9 syntax. Both functions write the filesystem into a regular
@@ -51,10 +51,19 @@ those of the realtime bitmap and summary inodes, which are pinned too). The
 same 56,000-file tree takes about 7 s in mkfs.xfs and 13 s in xfs_db. Without
 an epoch, ctime and crtime are the build time. xfsprogs 6.1 refuses
 filesystems smaller than 300 MiB.
+
+btrfs (`mkfs.btrfs --rootdir TREE`, in a scratch file spliced in): keeps contents,
+modes, owners, mtimes (whole seconds), symlinks, hard links, device nodes, fifos and
+extended attributes; the root directory is 0755 root:root. Not deterministic: the
+filesystem UUID and (btrfs-progs 6.5.3 and newer) the device UUID are pinned, but no
+release pins the chunk tree UUID, the top subvolume's UUID, the root's times (the
+clock) or the files' atimes and ctimes (copied from the tree), and inode numbers follow
+the tree's st_ino (6.2) or readdir order (6.14). docs/modules.md has the measurements.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import stat
@@ -62,6 +71,7 @@ import subprocess
 import tempfile
 import time
 import uuid as uuidlib
+from collections.abc import Iterator
 from typing import Any, Optional
 
 from osbuild.api import StageError, location, resolve_path
@@ -69,6 +79,9 @@ from osbuild.api import StageError, location, resolve_path
 SECTOR = 512
 EXT4_LABEL_MAX = 16
 XFS_LABEL_MAX = 12
+# btrfs keeps 256 bytes for the label, its NUL included.
+BTRFS_LABEL_MAX = 255
+BTRFS_METADATA_PROFILES = ("single", "dup")
 FAT_LABEL_MAX = 11
 # Heads and sectors per track mkfs.fat writes unless told: a geometry it would otherwise guess.
 FAT_GEOMETRY = (64, 32)
@@ -183,6 +196,30 @@ def _prepare_image(image: str, size: int, offset: int, whole: Optional[bool] = N
     with open(image, "ab") as f:
         if f.seek(0, os.SEEK_END) < offset + size:
             f.truncate(offset + size)
+
+
+@contextlib.contextmanager
+def _filesystem_file(image: str, size: int, offset: int, whole: Optional[bool], kind: str) -> Iterator[str]:
+    """The file or device a mkfs that cannot write at an offset makes its filesystem in.
+
+    The image itself when the filesystem is all of it (a device, or a whole-filesystem
+    file, made anew); otherwise a sparse scratch file of exactly `size` bytes beside
+    it, whose data is spliced into the image at `offset` once the caller is done.
+    """
+    device = os.path.exists(image) and stat.S_ISBLK(os.stat(image).st_mode)
+    if (device and offset == 0) or (not device and (offset == 0 if whole is None else whole)):
+        _prepare_image(image, size, 0)
+        yield image
+        return
+    fd, target = tempfile.mkstemp(prefix=f".osbuild-{kind}-", dir=_scratch_dir(image))
+    try:
+        os.ftruncate(fd, size)
+        os.close(fd)
+        yield target
+        _prepare_image(image, size, offset, whole=False)
+        _splice(target, image, offset)
+    finally:
+        os.unlink(target)
 
 
 def _run(argv: list[str], *, env: Optional[dict[str, str]] = None, stdin: Optional[str] = None,
@@ -475,8 +512,6 @@ def make_xfs(tree: Optional[str], image: str, *, size: int, uuid: str, label: Op
     fs_uuid = _checked_uuid(uuid)
     _check_geometry(tree, size, offset)
     _check_label(label, XFS_LABEL_MAX, "xfs")
-    device = os.path.exists(image) and stat.S_ISBLK(os.stat(image).st_mode)
-    in_place = (device and offset == 0) or (not device and (offset == 0 if whole is None else whole))
     with tempfile.TemporaryDirectory(prefix="osbuild-xfs-") as scratch:
         if tree is None:
             tree = os.path.join(scratch, "empty")
@@ -486,13 +521,7 @@ def make_xfs(tree: Optional[str], image: str, *, size: int, uuid: str, label: Op
         protofile = os.path.join(scratch, "protofile")
         with open(protofile, "wb") as f:
             f.write(_protofile(tree, entries).encode("utf-8", "surrogateescape"))
-        if in_place:
-            target = image
-        else:
-            fd, target = tempfile.mkstemp(prefix=".osbuild-xfs-", dir=_scratch_dir(image))
-            os.close(fd)
-        _prepare_image(target, size, 0)
-        try:
+        with _filesystem_file(image, size, offset, whole, "xfs") as target:
             argv = ["mkfs.xfs", "-f", "-m", f"uuid={fs_uuid}"]
             if label is not None:
                 argv += ["-L", label]
@@ -500,12 +529,6 @@ def make_xfs(tree: Optional[str], image: str, *, size: int, uuid: str, label: Op
                 argv += ["-d", f"agcount={agcount}"]
             print(_run([*argv, "-p", protofile, target]), end="", flush=True)
             _xfs_fix_inodes(tree, entries, target, source_epoch)
-            if not in_place:
-                _prepare_image(image, size, offset, whole=False)
-                _splice(target, image, offset)
-        finally:
-            if not in_place and os.path.exists(target):
-                os.unlink(target)
 
 
 def _proto_token(token: str, path: str, what: str) -> str:
@@ -679,6 +702,55 @@ def _xfs_check_root_mtime(image: str, root: int, expected_ns: int) -> None:
     if read != (want_date.split(), str(expected_ns % NS)):
         raise StageError(f"xfs_db did not store the root's mtime as expected (wanted {want_date}, "
                          f"{expected_ns % NS} ns; read {fields}): unsupported xfsprogs version")
+
+
+# -- btrfs -----------------------------------------------------------------------------
+
+
+def make_btrfs(tree: Optional[str], image: str, *, size: int, uuid: str, label: Optional[str] = None, offset: int = 0,
+               whole: Optional[bool] = None, metadata: Optional[str] = None) -> None:
+    """Make a btrfs filesystem of `size` bytes holding the tree (mkfs.btrfs --rootdir), in `image` at byte `offset`.
+
+    The same contract as make_ext4 for the image file. mkfs.btrfs cannot write
+    at an offset, so a filesystem inside a disk file is made in a scratch file
+    of exactly `size` bytes and spliced in. The device UUID is derived from
+    `uuid` where btrfs-progs can pin it (6.5.3 and newer); see the module
+    docstring for what stays random or dated the build's time.
+    """
+    fs_uuid = _checked_uuid(uuid)
+    _check_geometry(tree, size, offset)
+    _check_label(label, BTRFS_LABEL_MAX, "btrfs")
+    if metadata is not None and metadata not in BTRFS_METADATA_PROFILES:
+        raise StageError(f"btrfs metadata profile {metadata!r} is not one of {', '.join(BTRFS_METADATA_PROFILES)}")
+    # -K: no discard, so that a device's TRIM support has no say in what is written.
+    argv = ["mkfs.btrfs", "-f", "-K", "-U", fs_uuid]
+    if _btrfs_pins_device_uuid():
+        argv += ["--device-uuid", btrfs_device_uuid(fs_uuid)]
+    if label is not None:
+        argv += ["-L", label]
+    if metadata is not None:
+        argv += ["-m", metadata]
+    if tree is not None:
+        argv += ["-r", tree]
+    with _filesystem_file(image, size, offset, whole, "btrfs") as target:
+        print(_run([*argv, target]), end="", flush=True)
+        if stat.S_ISREG(os.stat(target).st_mode) and os.stat(target).st_size != size:
+            raise StageError(f"btrfs: the filesystem does not fit in {size // SECTOR} sectors "
+                             f"(mkfs.btrfs needed {os.stat(target).st_size // SECTOR})")
+
+
+def btrfs_device_uuid(fs_uuid: str) -> str:
+    """The device UUID (UUID_SUB) of a one-device btrfs: derived from the filesystem's."""
+    return str(uuidlib.uuid5(uuidlib.UUID(fs_uuid), "btrfs-device-1"))
+
+
+def _btrfs_pins_device_uuid() -> bool:
+    """Whether the build root's mkfs.btrfs has --device-uuid (btrfs-progs 6.5.3 and newer)."""
+    try:
+        proc = subprocess.run(["mkfs.btrfs", "--help"], capture_output=True, text=True, check=False)
+    except FileNotFoundError:
+        raise StageError("mkfs.btrfs: not found in the build root") from None
+    return "--device-uuid" in proc.stdout + proc.stderr
 
 
 def _splice(source: str, destination: str, offset: int) -> None:

@@ -95,7 +95,33 @@ def xfs_superblock(disk: Path, start: int, scratch: Path, sectors: int) -> dict[
 def btrfs_superblock(image: Path) -> dict[str, str]:
     """`btrfs inspect-internal dump-super` fields of a btrfs filesystem image."""
     out = tool("btrfs", "inspect-internal", "dump-super", str(image)).stdout
-    return dict(re.findall(r"^(\S+)\s+(.*)$", out, re.MULTILINE))
+    return dict(re.findall(r"^(\S+)[ \t]*(.*)$", out, re.MULTILINE))
+
+
+def partition_file(disk: Path, start: int, count: int, copy: Path) -> Path:
+    """The sectors of one partition copied into a file of their own, for tools that cannot read at an offset."""
+    with open(disk, "rb") as f:
+        f.seek(start * SECTOR)
+        copy.write_bytes(f.read(count * SECTOR))
+    return copy
+
+
+def btrfs_restore(image: Path, out: Path) -> Path:
+    """The files of a btrfs filesystem image, read without mounting (`btrfs restore`, symlinks and xattrs included)."""
+    out.mkdir(parents=True, exist_ok=True)
+    tool("btrfs", "restore", "-S", "-x", "-m", str(image), str(out))
+    return out
+
+
+def btrfs_check(image: Path) -> str:
+    """`btrfs check` (read-only) of a btrfs filesystem image; fails when it finds errors."""
+    proc = tool("btrfs", "check", "--readonly", str(image))
+    return proc.stdout + proc.stderr
+
+
+def btrfs_fs_tree(image: Path) -> str:
+    """`btrfs inspect-internal dump-tree` of the top subvolume: its inodes, names, modes and extended attributes."""
+    return tool("btrfs", "inspect-internal", "dump-tree", "-t", "fs", str(image)).stdout
 
 
 def sectors(disk: Path, start: int, count: int) -> bytes:
