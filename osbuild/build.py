@@ -420,6 +420,7 @@ class Builder:
             root=self._build_root(pipeline), runner=pipeline.runner.path, program=stage.info.path,
             identity=self.identity, staging=self._staging(work),
             binds=binds, env=env, network=stage.info.network, capabilities=stage.info.capabilities,
+            writable_etc=pipeline.runner.writable_etc,
         )
         def on_output(line: str) -> None:
             self._output.append(line)

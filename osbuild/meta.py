@@ -4,7 +4,7 @@ A module is an executable `DIR/NAME` with a sidecar `DIR/NAME.meta.json`, where
 DIR is `stages`, `assemblers`, `sources` or `runners`. The meta file is the
 module's contract: a summary, a description, the JSON Schema of its options
 (`schema` for format 1, `schema_2` for format 2), and what it needs from the
-sandbox (network, capabilities).
+sandbox (network, capabilities; a runner's meta may ask for a writable /etc).
 
 Format 2's inputs, devices and mounts (`inputs/`, `devices/`, `mounts/`) are
 done by the engine on the host side, never by code from the library directory:
@@ -50,6 +50,8 @@ META_SCHEMA: dict[str, Any] = {
         "description": {"type": "array", "items": {"type": "string"}},
         "network": {"type": "boolean"},
         "capabilities": {"type": "array", "items": {"enum": list(GRANTABLE_CAPABILITIES)}},
+        # Runners only: /etc is a throwaway writable copy of the build root's (sandbox._copy_etc).
+        "writable_etc": {"type": "boolean"},
         "schema": {"type": "object"},
         "schema_2": {
             "type": "object",
@@ -213,6 +215,10 @@ class ModuleInfo:
         return list(self.meta.get("capabilities", []))
 
     @property
+    def writable_etc(self) -> bool:
+        return bool(self.meta.get("writable_etc", False))
+
+    @property
     def schema(self) -> dict[str, Any]:
         schema = self.meta.get("schema")
         if schema is None:
@@ -285,6 +291,8 @@ class Index:
             problems = schema_problems(meta, META_SCHEMA, ())
             if problems:
                 raise UserError(f"{meta_path}: {problems[0]}")
+            if "writable_etc" in meta and kind != "runner":
+                raise UserError(f"{meta_path}: writable_etc is for runners only (it prepares a build root's /etc)")
             if "schema" in meta:
                 _check_options_schema(meta["schema"], meta_path)
             for key, schema in sorted(meta.get("schema_2", {}).items()):

@@ -11,7 +11,8 @@ The sandbox has its own mount, pid, ipc, uts and (unless the module asks for
 network) network namespaces. Its root is an empty tmpfs holding:
 
     /usr, /bin, ...     the build root's tools, read-only
-    /etc                a tmpfs with a few read-only files of the build root's /etc
+    /etc                a few read-only files of the build root's /etc on a tmpfs, or, for a
+                        runner that asks (`writable_etc`), throwaway copies of them
     /dev /proc /sys     minimal devices, a fresh proc, sysfs read-only
     /tmp /run /var/tmp  empty tmpfs
     /run/osbuild/...    the tree, the api files, the library, the module itself
@@ -29,6 +30,7 @@ import hashlib
 import os
 import selectors
 import signal
+import stat
 import subprocess
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -52,6 +54,9 @@ ETC_SECRETS = (
     "ssl/private", "pki/tls/private", "pki/entitlement", "pki/consumer",
     "apt/auth.conf", "apt/auth.conf.d",
 )
+# At most this many bytes of /etc entries are copied for a runner that writes /etc: they are
+# small config files, and the copies live in memory for the run.
+ETC_COPY_LIMIT = 64 * 1024 * 1024
 # The host's name resolution, for the modules that ask for network.
 NETWORK_ETC_ENTRIES = ("resolv.conf", "hosts", "gai.conf")
 TOP_LEVEL_LINKS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
@@ -315,9 +320,13 @@ class Identity:
         st = os.stat(device)
         node = os.path.join(directory, "device-" + os.path.basename(device))
         os.mknod(node, (st.st_mode & 0o170000) | 0o600, st.st_rdev)
-        owner = ID_BASE if self.mount_ns is not None else self.module_root
-        os.chown(node, owner, owner)
+        os.chown(node, self.module_owner, self.module_owner)
         return node
+
+    @property
+    def module_owner(self) -> int:
+        """The engine's id for the module's root, for a file the engine makes and gives it outright."""
+        return ID_BASE if self.mount_ns is not None else self.module_root
 
     def own(self, path: str) -> None:
         """Give a directory the engine made (an empty tree's root) to the module's root."""
@@ -338,6 +347,8 @@ class SandboxConfig:
     env: dict[str, str] = field(default_factory=dict)
     network: bool = False
     capabilities: Sequence[str] = ()
+    # The runner's meta asks for it: /etc is a writable copy, thrown away with the run (_copy_etc).
+    writable_etc: bool = False
 
 
 @dataclass
@@ -440,9 +451,12 @@ def command(config: SandboxConfig) -> tuple[list[str], list[tuple[Bind, str]]]:
             plan.argv += ["--symlink", os.readlink(path), f"/{name}"]
         elif os.path.isdir(path):
             plan.ro_in(root, f"/{name}", f"/{name}")
-    plan.argv += ["--dir", "/etc"]
-    for name in ETC_ENTRIES:
-        _etc_binds(plan, root, name)
+    if config.writable_etc:
+        plan.argv += ["--bind", "/" + ETC_COPY, "/etc"]  # the staged root's copy, see _copy_etc
+    else:
+        plan.argv += ["--dir", "/etc"]
+        for name in ETC_ENTRIES:
+            _etc_binds(plan, root, name)
     if config.network:
         for name in NETWORK_ETC_ENTRIES:
             if os.path.exists(f"/etc/{name}"):
@@ -495,14 +509,75 @@ def _etc_binds(plan: _Plan, root: str, name: str) -> None:
             _etc_binds(plan, root, f"{name}/{entry}")
 
 
+# Where in the staged root the copy of /etc is, for a runner that writes /etc.
+ETC_COPY = "etc"
+
+
+def _copy_etc(root: str, target: str, owner: int) -> None:
+    """Copy the build root's ETC_ENTRIES (minus ETC_SECRETS) into the new directory target, for one run.
+
+    The copies belong to the module's root (owner), so it can change and replace them
+    (systemd-sysusers renames a new passwd over the old one); they live on the run's
+    staged tmpfs and go with it, so neither the build root nor the host ever changes.
+    An entry is found as a bind would be (its symlinks followed inside root); below it,
+    symlinks are copied as symlinks and nothing but directories, files and symlinks is
+    copied, so the engine never opens a path a build root's symlink chose.
+    """
+    os.mkdir(target, 0o755)
+    os.chown(target, owner, owner)
+    budget = [ETC_COPY_LIMIT]
+    for name in ETC_ENTRIES:
+        source = resolve_in_root(root, f"/etc/{name}")
+        if source is not None:
+            _copy_etc_entry(source, name, target, owner, budget)
+
+
+def _copy_etc_entry(source: str, name: str, target: str, owner: int, budget: list[int]) -> None:
+    if name in ETC_SECRETS:
+        return
+    dest = os.path.join(target, name)
+    st = os.lstat(source)
+    if stat.S_ISLNK(st.st_mode):
+        os.symlink(os.readlink(source), dest)
+    elif stat.S_ISDIR(st.st_mode):
+        try:
+            entries = sorted(os.listdir(source))
+        except PermissionError:
+            return  # what the module could not read through a bind either
+        os.mkdir(dest)
+        for entry in entries:
+            _copy_etc_entry(os.path.join(source, entry), f"{name}/{entry}", target, owner, budget)
+    elif stat.S_ISREG(st.st_mode):
+        budget[0] -= st.st_size
+        if budget[0] < 0:
+            raise UserError(f"the build root's /etc entries hold more than {ETC_COPY_LIMIT // 2**20} MiB "
+                            f"(at /etc/{name}): too much to copy for a runner that writes /etc")
+        try:
+            fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except PermissionError:
+            return
+        with open(fd, "rb") as src, open(dest, "xb") as out:
+            while chunk := src.read(1 << 20):
+                out.write(chunk)
+    else:
+        return  # devices, fifos and sockets are no configuration
+    os.lchown(dest, owner, owner)
+    if not stat.S_ISLNK(st.st_mode):
+        os.chmod(dest, st.st_mode & 0o777)
+    os.utime(dest, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+
+
 # What bubblewrap itself needs in the staged root to start: the host's tools, its /proc,
 # and the device nodes it binds into the sandbox's /dev.
 STAGED_DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 
 
 @contextmanager
-def _staged_root(staging: str, identity: Identity, binds: Sequence[tuple[Bind, str]]) -> Iterator[None]:
+def _staged_root(staging: str, identity: Identity, binds: Sequence[tuple[Bind, str]],
+                 etc_from: str | None = None) -> Iterator[None]:
     """Make the root bubblewrap starts in: a tmpfs on staging with the host's /usr and /proc, and every bind.
+
+    With etc_from (a build root), also the copy of its /etc for a runner that writes /etc.
 
     bubblewrap runs as the namespace's root, which may not walk the host directories
     above a store; started in this root it finds each bind at /bN. Every mount here
@@ -541,6 +616,8 @@ def _staged_root(staging: str, identity: Identity, binds: Sequence[tuple[Bind, s
                 mounts.readonly_bind(bind.source, staged)
             else:
                 mounts.bind(bind.source, staged)
+        if etc_from is not None:
+            _copy_etc(etc_from, os.path.join(staging, ETC_COPY), identity.module_owner)
         yield
     finally:
         mounts.umount(staging)  # detaches everything under it too
@@ -558,7 +635,8 @@ def run(config: SandboxConfig, stdin: bytes, on_output: Callable[[str], None]) -
     leaves this function.
     """
     argv, binds = command(config)
-    with _staged_root(config.staging, config.identity, binds):
+    etc_from = config.root if config.writable_etc else None
+    with _staged_root(config.staging, config.identity, binds, etc_from):
         return _run(argv, functools.partial(config.identity.enter, config.staging, config.network), stdin, on_output)
 
 

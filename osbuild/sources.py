@@ -99,7 +99,7 @@ def _fetch_source(manifest: Manifest, source: Source, wanted: dict[str, dict[str
     config = sandbox.SandboxConfig(
         root="/", runner=manifest.host_runner.path, program=source.info.path,
         identity=identity, staging=staging, binds=binds,
-        network=source.info.network,
+        network=source.info.network, writable_etc=manifest.host_runner.writable_etc,
     )
     try:
         result = sandbox.run(config, json.dumps(arguments).encode(), on_output)
