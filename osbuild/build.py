@@ -228,6 +228,7 @@ def write_selinux_labels(tree: str, requests: str, stage: Stage, identity: sandb
         labelled.append((parts, label))
     walker = TreeWalker(tree)
     try:
+        linked = _hard_linked(walker, [parts for parts, _ in labelled])
         for parts, label in sorted(labelled):
             # The label as setfiles writes it: the context and a terminating NUL.
             value = os.fsencode(label) + b"\0"
@@ -242,6 +243,64 @@ def write_selinux_labels(tree: str, requests: str, stage: Stage, identity: sandb
                                  f"/{'/'.join(parts)}: {e.strerror}") from e
     finally:
         walker.close()
+    _link_again(tree, linked, stage)
+
+
+def _hard_linked(walker: TreeWalker, paths: list[list[str]]) -> list[list[list[str]]]:
+    """The names, among paths, of each regular file that has more than one: one list of names per file."""
+    names: dict[tuple[int, int], list[list[str]]] = {}
+    for parts in sorted(paths):
+        if not parts:
+            continue
+        try:
+            st = os.stat(parts[-1], dir_fd=walker.directory(parts[:-1]), follow_symlinks=False)
+        except OSError:
+            continue
+        if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+            names.setdefault((st.st_dev, st.st_ino), []).append(parts)
+    return [group for group in names.values() if len(group) > 1]
+
+
+def _link_again(tree: str, groups: list[list[list[str]]], stage: Stage) -> None:
+    """Make the names of each file one file again, where labelling them split it.
+
+    Writing an attribute copies a lower layer's file up into the stage's layer, one
+    name at a time and without its other names (the overlay is mounted without
+    index), so two names of one file would come out as two files. Names whose copies
+    still agree (content untouched, same label, owner and mode) are linked again to the
+    first; the directories keep their times.
+    """
+    sources, targets = TreeWalker(tree), TreeWalker(tree)
+    try:
+        for first, *others in groups:
+            for parts in others:
+                _link_name_again(sources.directory(first[:-1]), first, targets.directory(parts[:-1]), parts, stage)
+    finally:
+        sources.close()
+        targets.close()
+
+
+def _link_name_again(source_dir: int, first: list[str], directory: int, parts: list[str], stage: Stage) -> None:
+    source = os.stat(first[-1], dir_fd=source_dir, follow_symlinks=False)
+    st = os.stat(parts[-1], dir_fd=directory, follow_symlinks=False)
+    if st.st_ino == source.st_ino or not stat.S_ISREG(st.st_mode) or not stat.S_ISREG(source.st_mode):
+        return
+    if (st.st_size, st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns) != (
+            source.st_size, source.st_mode, source.st_uid, source.st_gid, source.st_mtime_ns):
+        return
+    labels = [os.getxattr(f"/proc/self/fd/{fd}/{name}", SELINUX_XATTR, follow_symlinks=False)
+              for fd, name in ((source_dir, first[-1]), (directory, parts[-1]))]
+    if labels[0] != labels[1]:
+        return
+    times = os.stat(directory)
+    temporary = f".osbuild-link-{parts[-1]}"[:255]
+    try:
+        os.link(first[-1], temporary, src_dir_fd=source_dir, dst_dir_fd=directory, follow_symlinks=False)
+        os.rename(temporary, parts[-1], src_dir_fd=directory, dst_dir_fd=directory)
+        os.utime(directory, ns=(times.st_atime_ns, times.st_mtime_ns))
+    except OSError as e:
+        raise BuildError(f"stage {stage.name} (id {stage.id}): linking /{'/'.join(parts)} to "
+                         f"/{'/'.join(first)} again after labelling it: {e.strerror}") from e
 
 
 def restore_engine_owned(layer: str) -> None:

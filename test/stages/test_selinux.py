@@ -12,7 +12,7 @@ import tarfile
 from typing import Any
 
 import pytest
-from conftest import assert_changes, assert_rejected, build_failure, build_tree, manifest_of, stage_changes
+from conftest import assert_changes, assert_rejected, build_failure, build_tree, export_tree, manifest_of, stage_changes
 
 STAGE = "org.osbuild.selinux"
 FILE_CONTEXTS = "etc/selinux/test/contexts/files/file_contexts"
@@ -68,6 +68,20 @@ def test_labels_from_file_contexts(shared_store):
     assert_changes(changes, {"changed": expected})
     # Only the label changed: contents, modes and owners are as they were.
     assert all(set(entry) == {"xattrs"} for entry in changes["changed"].values()), changes["changed"]
+
+
+def test_hard_links_stay_one_file_when_labelled(shared_store):
+    """Labelling copies each name up into the stage's layer on its own; the engine links them again."""
+    stages = [*base_stages(), {"name": "org.osbuild.ln", "options": {"paths": [
+        {"target": "/usr/bin/tool", "link_name": "/usr/bin/tool-again"}]}}]
+    for tree in (export_tree(stages, shared_store), export_tree([*stages, selinux()], shared_store)):
+        first, second = (os.stat(tree / "usr/bin" / name) for name in ("tool", "tool-again"))
+        assert (first.st_ino, first.st_nlink) == (second.st_ino, 2), tree
+    assert os.getxattr(tree / "usr/bin/tool-again", "security.selinux") == b"system_u:object_r:bin_t:s0\0"
+    # The directory keeps its time: only the labels changed.
+    changes = stage_changes(stages, [selinux()], shared_store)
+    assert all(set(entry) == {"xattrs"} for entry in changes["changed"].values()), changes["changed"]
+    assert "/usr/bin/tool-again" in changes["changed"]
 
 
 def tar_labels(listing: str) -> dict[str, str | None]:
