@@ -128,11 +128,15 @@ def test_osbuilds_way_mkfs_on_a_loop_device_then_copy_into_a_btrfs_mount(shared_
     copy["mounts"] = [{"name": "root", "type": "org.osbuild.btrfs", "source": "root", "target": "/",
                        "options": {"compress": "zstd:3"}}]
     disk = build(v2_manifest(CONTENT, image(TRUNCATE, on_device(GPT, loopback()), mkfs, copy)), shared_store, tmp_path) / DISK
-    fs = filesystem(disk, tmp_path)
+    assert_holds_the_content(filesystem(disk, tmp_path), tmp_path)
+    assert dt.table_problems(disk) == ""
+
+
+def assert_holds_the_content(fs: Path, scratch: Path) -> None:
+    """The filesystem has the manifest's ids, checks clean, and holds CONTENT's files (read back without a mount)."""
     sb = dt.btrfs_superblock(fs)
     assert (sb["fsid"], sb["label"], int(sb["total_bytes"])) == (BTRFS_UUID, "root", PART[1] * dt.SECTOR)
     assert "no error found" in dt.btrfs_check(fs)
-    files = dt.btrfs_restore(fs, tmp_path / "restored")
+    files = dt.btrfs_restore(fs, scratch / "restored")
     assert (files / "etc/hostname").read_text() == "disk-test\n"
     assert (files / "usr/bin/hello").stat().st_mode & 0o7777 == 0o755
-    assert dt.table_problems(disk) == ""
