@@ -226,9 +226,10 @@ def write_selinux_labels(tree: str, requests: str, stage: Stage, identity: sandb
             raise BuildError(f"stage {stage.name} (id {stage.id}) asked for SELinux label {str(label)[:80]!r} at "
                              f"{request['path'][:200]!r}: not a path in the tree, or not a label")
         labelled.append((parts, label))
+    # The names of each hard-linked file, by its inode before labelling split it (see _link_again).
+    names: dict[tuple[int, int], list[list[str]]] = {}
     walker = TreeWalker(tree)
     try:
-        linked = _hard_linked(walker, [parts for parts, _ in labelled])
         for parts, label in sorted(labelled):
             # The label as setfiles writes it: the context and a terminating NUL.
             value = os.fsencode(label) + b"\0"
@@ -237,28 +238,16 @@ def write_selinux_labels(tree: str, requests: str, stage: Stage, identity: sandb
                     os.setxattr(f"/proc/self/fd/{walker.directory([])}", SELINUX_XATTR, value)
                     continue
                 directory = walker.directory(parts[:-1])
+                st = os.stat(parts[-1], dir_fd=directory, follow_symlinks=False)
+                if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+                    names.setdefault((st.st_dev, st.st_ino), []).append(parts)
                 os.setxattr(f"/proc/self/fd/{directory}/{parts[-1]}", SELINUX_XATTR, value, follow_symlinks=False)
             except OSError as e:
                 raise BuildError(f"stage {stage.name} (id {stage.id}) asked for an SELinux label at "
                                  f"/{'/'.join(parts)}: {e.strerror}") from e
     finally:
         walker.close()
-    _link_again(tree, linked, stage)
-
-
-def _hard_linked(walker: TreeWalker, paths: list[list[str]]) -> list[list[list[str]]]:
-    """The names, among paths, of each regular file that has more than one: one list of names per file."""
-    names: dict[tuple[int, int], list[list[str]]] = {}
-    for parts in sorted(paths):
-        if not parts:
-            continue
-        try:
-            st = os.stat(parts[-1], dir_fd=walker.directory(parts[:-1]), follow_symlinks=False)
-        except OSError:
-            continue
-        if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
-            names.setdefault((st.st_dev, st.st_ino), []).append(parts)
-    return [group for group in names.values() if len(group) > 1]
+    _link_again(tree, [group for group in names.values() if len(group) > 1], stage)
 
 
 def _link_again(tree: str, groups: list[list[list[str]]], stage: Stage) -> None:
