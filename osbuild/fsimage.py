@@ -734,9 +734,10 @@ def make_btrfs(tree: Optional[str], image: str, *, size: int, uuid: str, label: 
         argv += ["-r", tree]
     with _filesystem_file(image, size, offset, whole, "btrfs") as target:
         print(_run([*argv, target]), end="", flush=True)
-        if stat.S_ISREG(os.stat(target).st_mode) and os.stat(target).st_size != size:
+        made = os.stat(target)
+        if stat.S_ISREG(made.st_mode) and made.st_size != size:
             raise StageError(f"btrfs: the filesystem does not fit in {size // SECTOR} sectors "
-                             f"(mkfs.btrfs needed {os.stat(target).st_size // SECTOR})")
+                             f"(mkfs.btrfs needed {made.st_size // SECTOR})")
 
 
 def btrfs_device_uuid(fs_uuid: str) -> str:
