@@ -63,6 +63,7 @@ the tree's st_ino (6.2) or readdir order (6.14). docs/modules.md has the measure
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import os
 import re
@@ -317,15 +318,43 @@ def make_ext4(tree: Optional[str], image: str, *, size: int, uuid: str, label: O
     if label is not None:
         argv += ["-L", label]
     argv += [image, f"{size // 1024}k"]
-    print(_run(argv, env=env), end="", flush=True)
     if tree is None:
+        print(_run(argv, env=env), end="", flush=True)
         return
+    # What the fixup pass needs from the tree is read while mke2fs copies it: the second core's work.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        surveyed = pool.submit(_ext4_survey, tree, env)
+        print(_run(argv, env=env), end="", flush=True)
+        survey = surveyed.result()
     device = f"{image}?offset={offset}" if offset else image
-    entries = _walk(tree)
-    inodes = _ext4_inodes(device, entries, env)
+    inodes = _ext4_inodes(device, survey.entries, env)
     with tempfile.TemporaryDirectory(prefix="osbuild-ext4-") as scratch:
-        commands = _ext4_fixup_commands(tree, entries, inodes, source_epoch, env, scratch)
+        commands = _ext4_fixup_commands(tree, survey, inodes, source_epoch, scratch)
         _run(["debugfs", "-w", "-f", "-", device], env=env, stdin="".join(commands), tool_errors=True)
+
+
+class _Ext4Survey:
+    """What the fixup pass needs from the tree: every path with its lstat, the extended attribute names of
+    those paths that list them out of order, and whether the build root's mke2fs clamps times itself."""
+
+    def __init__(self, entries: list[tuple[str, os.stat_result]], unsorted: dict[str, list[str]],
+                 clamps: bool) -> None:
+        self.entries = entries
+        self.unsorted = unsorted
+        self.clamps = clamps
+
+
+def _ext4_survey(tree: str, env: dict[str, str]) -> _Ext4Survey:
+    entries = _walk(tree)
+    unsorted = {}
+    for path in ["/", *(path for path, _ in entries)]:
+        try:
+            names = os.listxattr(os.path.join(tree, path.lstrip("/")), follow_symlinks=False)
+        except OSError:
+            continue
+        if names != sorted(names):
+            unsorted[path] = names
+    return _Ext4Survey(entries, unsorted, _e2fsprogs_version(env) >= E2FSPROGS_CLAMPS_TIMES)
 
 
 def _e2fsprogs_version(env: dict[str, str]) -> tuple[int, ...]:
@@ -370,8 +399,8 @@ def _ext4_inodes(device: str, entries: list[tuple[str, os.stat_result]], env: di
     return inodes
 
 
-def _ext4_fixup_commands(tree: str, entries: list[tuple[str, os.stat_result]], inodes: dict[str, int],
-                         epoch: Optional[int], env: dict[str, str], scratch: str) -> list[str]:
+def _ext4_fixup_commands(tree: str, survey: _Ext4Survey, inodes: dict[str, int], epoch: Optional[int],
+                         scratch: str) -> list[str]:
     """debugfs commands that finish what mke2fs -d leaves undone.
 
     The root gets the tree's mode and mtime; extended attributes are rewritten
@@ -382,13 +411,13 @@ def _ext4_fixup_commands(tree: str, entries: list[tuple[str, os.stat_result]], i
     root = os.stat(tree)
     root_mtime = _clamp_ns(root.st_mtime_ns, epoch) // NS
     commands = [f"sif <2> mode 0{stat.S_IFDIR | stat.S_IMODE(root.st_mode):o}\n", f"sif <2> mtime @{root_mtime}\n"]
-    commands += _ext4_xattr_commands(tree, "/", 2, scratch)
+    commands += _ext4_xattr_commands(tree, "/", 2, survey.unsorted, scratch)
     if epoch is not None:
         commands += [f"sif <2> atime @{epoch}\n", f"sif <2> ctime @{epoch}\n"]
-    clamp_to = epoch if epoch is not None and _e2fsprogs_version(env) < E2FSPROGS_CLAMPS_TIMES else None
-    for path, st in entries:
+    clamp_to = epoch if epoch is not None and not survey.clamps else None
+    for path, st in survey.entries:
         inode = inodes[path]
-        commands += _ext4_xattr_commands(tree, path, inode, scratch)
+        commands += _ext4_xattr_commands(tree, path, inode, survey.unsorted, scratch)
         if clamp_to is not None:
             commands += [f"sif <{inode}> atime @{clamp_to}\n", f"sif <{inode}> ctime @{clamp_to}\n"]
             if st.st_mtime > clamp_to:
@@ -396,15 +425,13 @@ def _ext4_fixup_commands(tree: str, entries: list[tuple[str, os.stat_result]], i
     return commands
 
 
-def _ext4_xattr_commands(tree: str, path: str, inode: int, scratch: str) -> list[str]:
+def _ext4_xattr_commands(tree: str, path: str, inode: int, unsorted: dict[str, list[str]],
+                         scratch: str) -> list[str]:
     """Remove and set again, sorted by name, the extended attributes of a path listed out of order."""
+    names = unsorted.get(path)
+    if names is None:
+        return []
     full = os.path.join(tree, path.lstrip("/"))
-    try:
-        names = os.listxattr(full, follow_symlinks=False)
-    except OSError:
-        return []
-    if names == sorted(names):
-        return []
     commands = ["ea_rm " + " ".join([f"<{inode}>", *(_debugfs_quote(name) for name in names)]) + "\n"]
     for name in sorted(names):
         fd, value_file = tempfile.mkstemp(dir=scratch)
