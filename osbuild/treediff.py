@@ -16,6 +16,7 @@ unless asked for, as when finding why two builds are not bit-identical.
 from __future__ import annotations
 
 import difflib
+import errno
 import hashlib
 import os
 import stat
@@ -248,14 +249,50 @@ class LowerView:
         return found
 
 
+def data_ranges(fd: int, size: int) -> list[tuple[int, int]]:
+    """Where a file holds data, as (start, end) byte ranges; its holes are left out.
+
+    A filesystem without its own SEEK_DATA gives the whole file as one range."""
+    ranges = []
+    offset = 0
+    while offset < size:
+        try:
+            start = os.lseek(fd, offset, os.SEEK_DATA)
+        except OSError as e:
+            if e.errno == errno.ENXIO:   # nothing but a hole from offset on
+                break
+            raise
+        end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
+        ranges.append((start, end))
+        offset = end
+    return ranges
+
+
+def _union(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(ranges):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return merged
+
+
 def same_content(a: str, b: str) -> bool:
+    """Whether two files hold the same bytes. Only the ranges where either holds data are read (a hole
+    reads as zeroes), so two sparse disk images cost what they hold, not their size."""
     with open(a, "rb") as fa, open(b, "rb") as fb:
-        while True:
-            block_a, block_b = fa.read(1 << 20), fb.read(1 << 20)
-            if block_a != block_b:
-                return False
-            if not block_a:
-                return True
+        size = os.fstat(fa.fileno()).st_size
+        if os.fstat(fb.fileno()).st_size != size:
+            return False
+        for start, end in _union(data_ranges(fa.fileno(), size) + data_ranges(fb.fileno(), size)):
+            offset = start
+            while offset < end:
+                length = min(1 << 20, end - offset)
+                if os.pread(fa.fileno(), length, offset) != os.pread(fb.fileno(), length, offset):
+                    return False
+                offset += length
+    return True
 
 
 def layer_diff(upper: str, lowers: list[str], id_shift: int = 0) -> dict[str, Any]:
@@ -308,9 +345,12 @@ def layer_diff(upper: str, lowers: list[str], id_shift: int = 0) -> dict[str, An
                 continue
             old = light_entry(lower, os.lstat(lower))
             changes = compare(old, entry)
-            if (not changes and entry["type"] == "file" and os.lstat(lower).st_mtime != st.st_mtime
-                    and not same_content(lower, path)):
+            # Overlay copies a file up only when it is written or its metadata changes. One whose metadata did
+            # not change was written (or only touched): its bytes tell, not its mtime, which the source epoch clamps back to the
+            # lower file's (a disk image that sfdisk or mkfs rewrote in place keeps size, mode and owner).
+            if not changes and entry["type"] == "file" and not same_content(lower, path):
                 changes["content"] = ["old", "new"]
+                changes["size"] = [st.st_size, st.st_size]
             if changes:
                 result["changed"]["/" + rel] = changes
     for section in result.values():

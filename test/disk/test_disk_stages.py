@@ -144,6 +144,23 @@ def test_the_same_manifest_gives_the_same_disk_in_another_store(disk: Path, tmp_
     assert hashlib.sha256(again.read_bytes()).digest() == hashlib.sha256(disk.read_bytes()).digest()
 
 
+def test_each_disk_stage_records_that_it_rewrote_the_disk(disk: Path, shared_store: Path) -> None:
+    """The source epoch clamps a rewritten disk's mtime back to the last layer's, and its size, mode and owner
+    stay: the change records still say each stage changed the disk's bytes, and by how much."""
+    manifest = v2_manifest(CONTENT, image(*IMAGE_STAGES))
+    records = {}
+    for number, stage in enumerate(IMAGE_STAGES, start=1):
+        proc = run_osbuild("--store", str(shared_store), "--changes", f"image/{number}", manifest=manifest)
+        records[stage["type"]] = json.loads(proc.stdout)
+    size = 64 * 1024 * 1024
+    assert records.pop("org.osbuild.truncate") == {
+        "added": {"/disk.raw": {"type": "file", "mode": "0644", "uid": 0, "gid": 0, "size": size}},
+        "removed": {}, "changed": {}}
+    for stage, record in records.items():
+        assert record == {"added": {}, "removed": {},
+                          "changed": {"/disk.raw": {"content": ["old", "new"], "size": [size, size]}}}, stage
+
+
 QEMU_CASES = {"qcow2": {"type": "qcow2", "compression": False}, "vmdk": {"type": "vmdk", "subformat": "streamOptimized"},
               "vdi": {"type": "vdi"}, "vpc": {"type": "vpc"}, "vhdx": {"type": "vhdx"}}
 
