@@ -14,6 +14,7 @@ input, device or mount description of a stage).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -109,6 +110,7 @@ def json_path(parts: Iterable[Any]) -> str:
 MESSAGE_LIMIT = 200
 
 
+@functools.cache
 def ecma_pattern(pattern: str) -> str:
     """A Python regex that gives `pattern` JSON Schema's (ECMA 262) meaning of `$`.
 
@@ -144,7 +146,13 @@ def _short(value: Any) -> str:
 
 
 def _validator_class(schema: dict[str, Any]) -> Any:
-    cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft7Validator)
+    return _with_our_pattern(jsonschema.validators.validator_for(schema, default=jsonschema.Draft7Validator))
+
+
+@functools.cache
+def _with_our_pattern(cls: Any) -> Any:
+    """The validator class with our `pattern`, made once per draft: making a class costs milliseconds (attrs
+    compiles its methods), and a manifest's validation asks for one per stage and module."""
     return jsonschema.validators.extend(cls, {"pattern": _pattern})
 
 
