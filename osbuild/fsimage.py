@@ -73,7 +73,7 @@ import tempfile
 import time
 import uuid as uuidlib
 from collections.abc import Iterator
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 from osbuild.api import StageError, location, resolve_path
 
@@ -333,15 +333,13 @@ def make_ext4(tree: Optional[str], image: str, *, size: int, uuid: str, label: O
         _run(["debugfs", "-w", "-f", "-", device], env=env, stdin="".join(commands), tool_errors=True)
 
 
-class _Ext4Survey:
+class _Ext4Survey(NamedTuple):
     """What the fixup pass needs from the tree: every path with its lstat, the extended attribute names of
     those paths that list them out of order, and whether the build root's mke2fs clamps times itself."""
 
-    def __init__(self, entries: list[tuple[str, os.stat_result]], unsorted: dict[str, list[str]],
-                 clamps: bool) -> None:
-        self.entries = entries
-        self.unsorted = unsorted
-        self.clamps = clamps
+    entries: list[tuple[str, os.stat_result]]
+    unsorted: dict[str, list[str]]
+    clamps: bool
 
 
 def _ext4_survey(tree: str, env: dict[str, str]) -> _Ext4Survey:

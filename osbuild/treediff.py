@@ -345,9 +345,9 @@ def layer_diff(upper: str, lowers: list[str], id_shift: int = 0) -> dict[str, An
                 continue
             old = light_entry(lower, os.lstat(lower))
             changes = compare(old, entry)
-            # Overlay copies a file up only when it is written or its metadata changes. One whose metadata did
-            # not change was written (or only touched): its bytes tell, not its mtime, which the source epoch clamps back to the
-            # lower file's (a disk image that sfdisk or mkfs rewrote in place keeps size, mode and owner).
+            # Overlay copies a file up only when it is written or its metadata changes. One whose metadata
+            # did not change was written (or only touched): its bytes tell, not its mtime, which the source
+            # epoch clamps back to the lower file's (a disk that sfdisk or mkfs rewrote keeps size and mode).
             if not changes and entry["type"] == "file" and not same_content(lower, path):
                 changes["content"] = ["old", "new"]
                 changes["size"] = [st.st_size, st.st_size]
